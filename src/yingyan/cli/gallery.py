@@ -1,0 +1,273 @@
+"""Gallery commands: create/list/delete galleries, bulk enrollment, identification, dedup."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import typer
+from rich.table import Table
+
+from yingyan.cli.options import (
+    DetectorOpt,
+    FlipOpt,
+    JsonOpt,
+    UpsampleOpt,
+    YunetOpt,
+    engine_config,
+    handles_errors,
+)
+from yingyan.errors import ConfigError, NoFaceError
+from yingyan.gallery.service import GalleryService
+
+gallery_app = typer.Typer(help="Galleries: create, list, delete.", no_args_is_help=True)
+
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="data folder [env YINGYAN_DATA_DIR; default user data dir]"),
+]
+DbUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url", help="SQLAlchemy URL [env YINGYAN_DATABASE_URL; default SQLite]"
+    ),
+]
+IndexOpt = Annotated[str, typer.Option("--index", help="flat, flat16, ivf, hnsw, milvus")]
+GalleryOpt = Annotated[str, typer.Option("--gallery", "-g", help="gallery name")]
+
+
+def data_dir(value: Path | None) -> Path:
+    if value is not None:
+        return value
+    if os.environ.get("YINGYAN_DATA_DIR"):
+        return Path(os.environ["YINGYAN_DATA_DIR"])
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("yingyan"))
+
+
+@contextmanager
+def open_service(
+    data: Path | None, url: str | None, index: str = "flat"
+) -> Iterator[GalleryService]:
+    from yingyan.gallery.index import IndexSpec
+    from yingyan.gallery.store import open_database
+
+    folder = data_dir(data)
+    url = url or os.environ.get("YINGYAN_DATABASE_URL")
+    milvus = str(folder / "milvus.db") if index == "milvus" else None
+    with open_database(url, folder) as db:
+        service = GalleryService(db, folder / "index", IndexSpec(kind=index), milvus)  # type: ignore[arg-type]
+        try:
+            yield service
+        finally:
+            service.close()
+
+
+@gallery_app.command("create")
+@handles_errors
+def create(
+    name: Annotated[str, typer.Argument(help="gallery name")],
+    purpose: Annotated[str, typer.Option(help="why this gallery exists (required)")],
+    legal_basis: Annotated[str, typer.Option(help="authorization or legal basis (required)")],
+    kind: Annotated[str, typer.Option(help="enrollment or watchlist")] = "enrollment",
+    threshold: Annotated[float | None, typer.Option(help="decision threshold (score)")] = None,
+    min_quality: Annotated[float, typer.Option(help="minimum quality to enrol, 0..1")] = 0.0,
+    keep_images: Annotated[bool, typer.Option(help="store enrollment images")] = False,
+    data: DataDirOpt = None,
+    url: DbUrlOpt = None,
+) -> None:
+    """Create a gallery for the default model."""
+    from yingyan.embedding import OnnxDlibResNet
+    from yingyan.gallery.store import create_gallery
+
+    model = OnnxDlibResNet().model_id
+    with open_service(data, url) as service, service.db.session() as s:
+        create_gallery(
+            s,
+            name=name,
+            kind=cast(Any, kind),
+            purpose=purpose,
+            legal_basis=legal_basis,
+            model=model,
+            threshold=threshold,
+            min_quality=min_quality,
+            keep_images=keep_images,
+        )
+    typer.echo(f"created gallery {name!r} ({kind}, model {model})")
+
+
+@gallery_app.command("list")
+@handles_errors
+def list_(data: DataDirOpt = None, url: DbUrlOpt = None, as_json: JsonOpt = False) -> None:
+    """Galleries with their purpose, legal basis, model and size."""
+    from yingyan.gallery.store import count_subjects, count_templates, list_galleries
+
+    rows = []
+    with open_service(data, url) as service, service.db.session() as s:
+        for g in list_galleries(s):
+            rows.append(
+                {
+                    "name": g.name,
+                    "kind": g.kind,
+                    "purpose": g.purpose,
+                    "legal_basis": g.legal_basis,
+                    "model": g.model,
+                    "threshold": g.threshold,
+                    "subjects": count_subjects(s, gallery_id=g.id),
+                    "templates": count_templates(s, gallery_id=g.id),
+                }
+            )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table()
+    for col in ("name", "kind", "subjects", "templates", "model", "purpose"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            *(str(r[c]) for c in ("name", "kind", "subjects", "templates", "model", "purpose"))
+        )
+    from yingyan.cli.main import out
+
+    out.print(table)
+
+
+@gallery_app.command("delete")
+@handles_errors
+def delete(
+    name: Annotated[str, typer.Argument(help="gallery name")],
+    yes: Annotated[bool, typer.Option("--yes", help="confirm deletion")] = False,
+    data: DataDirOpt = None,
+    url: DbUrlOpt = None,
+) -> None:
+    """Delete a gallery with all its subjects, templates and index."""
+    if not yes:
+        raise ConfigError("deleting a gallery erases all its subjects and templates: add --yes")
+    with open_service(data, url) as service:
+        service.delete(name)
+    typer.echo(f"deleted gallery {name!r}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(gallery_app, name="gallery")
+
+    @app.command()
+    @handles_errors
+    def enroll(
+        gallery: GalleryOpt,
+        manifest: Annotated[Path, typer.Option(help="CSV: external_id,image[,name,metadata]")],
+        threads: Annotated[int, typer.Option(help="worker processes")] = 1,
+        face: Annotated[
+            str, typer.Option(help="single (refuse several), largest, central")
+        ] = "single",
+        report: Annotated[Path | None, typer.Option(help="per-image report CSV")] = None,
+        detector: DetectorOpt = "hog",
+        upsample: UpsampleOpt = None,
+        yunet_model: YunetOpt = None,
+        data: DataDirOpt = None,
+        url: DbUrlOpt = None,
+        index: IndexOpt = "flat",
+    ) -> None:
+        """Bulk enrollment from a manifest: parallel, resumable, with a per-image report."""
+        from yingyan.enrollment import enroll_manifest
+
+        if face not in ("single", "largest", "central"):
+            raise ConfigError("--face must be single, largest or central")
+        config = engine_config(detector, upsample, yunet_model)
+        with open_service(data, url, index) as service:
+            result = enroll_manifest(
+                service, gallery, manifest, config, workers=threads, policy=cast(Any, face)
+            )
+        if report is not None:
+            result.write_csv(report)
+        typer.echo(
+            f"enrolled {result.count('enrolled')}, already enrolled {result.count('already')}, "
+            f"refused {result.count('refused')} {result.reasons() or ''}".rstrip()
+        )
+
+    @app.command()
+    @handles_errors
+    def identify(
+        gallery: GalleryOpt,
+        images: Annotated[list[Path], typer.Argument(help="probe images")],
+        k: Annotated[int, typer.Option("--k", help="candidates per probe")] = 5,
+        mode: Annotated[str, typer.Option(help="investigation or threshold")] = "investigation",
+        threshold: Annotated[float | None, typer.Option(help="threshold mode: score")] = None,
+        detector: DetectorOpt = "hog",
+        upsample: UpsampleOpt = None,
+        yunet_model: YunetOpt = None,
+        flip: FlipOpt = True,
+        data: DataDirOpt = None,
+        url: DbUrlOpt = None,
+        index: IndexOpt = "flat",
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Candidates for the largest face of each image: leads for human review."""
+        from yingyan.cli.main import _main_face
+        from yingyan.engine import Engine
+
+        if mode not in ("investigation", "threshold"):
+            raise ConfigError("--mode must be investigation or threshold")
+        engine = Engine(engine_config(detector, upsample, yunet_model, flip))
+        probes = []
+        for img in images:
+            face, _ = _main_face(engine, img)
+            if face.template is None:
+                raise NoFaceError(f"{img}: no face")
+            probes.append(face.template)
+        with open_service(data, url, index) as service:
+            results = service.identify(gallery, probes, k=k, mode=mode, threshold=threshold)  # type: ignore[arg-type]
+        payload = [
+            {
+                "image": str(img),
+                "candidates": [
+                    {
+                        "rank": c.rank,
+                        "external_id": c.external_id,
+                        "name": c.display_name,
+                        "score": round(c.score, 4),
+                    }
+                    for c in cs
+                ],
+            }
+            for img, cs in zip(images, results, strict=True)
+        ]
+        if as_json:
+            typer.echo(json.dumps({"mode": mode, "results": payload}, indent=2))
+            return
+        for img, cs in zip(images, results, strict=True):
+            typer.echo(f"{img}:")
+            for c in cs:
+                typer.echo(f"  {c.rank}. {c.external_id}  score {c.score:.4f}")
+            if not cs:
+                typer.echo("  no candidate")
+
+    @app.command()
+    @handles_errors
+    def dedup(
+        gallery: GalleryOpt,
+        threshold: Annotated[float, typer.Option(help="strict score threshold")] = 0.95,
+        k: Annotated[int, typer.Option("--k", help="neighbours searched per template")] = 10,
+        data: DataDirOpt = None,
+        url: DbUrlOpt = None,
+        index: IndexOpt = "flat",
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Pairs of different subjects whose templates match above a strict threshold
+        (possible duplicate registrations), found through the index."""
+        with open_service(data, url, index) as service:
+            pairs = service.duplicates(gallery, threshold, k=k)
+        rows = [
+            {"a": p.external_id_a, "b": p.external_id_b, "score": round(p.score, 4)} for p in pairs
+        ]
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        for r in rows:
+            typer.echo(f"{r['a']}  {r['b']}  score {r['score']}")
+        typer.echo(f"{len(rows)} possible duplicate pair(s) at score >= {threshold}")

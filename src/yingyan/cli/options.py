@@ -1,0 +1,79 @@
+"""Engine options shared by every command, and error handling that turns YingyanError into a
+one-line message and a non-zero exit instead of a traceback."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from yingyan.config import EngineConfig
+from yingyan.errors import YingyanError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+stderr = Console(stderr=True)
+
+DetectorOpt = Annotated[
+    str, typer.Option("--detector", "-d", help="hog (fast), cnn (dlib MMOD), yunet (ONNX)")
+]
+UpsampleOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--upsample", help="upsampling passes for small faces (0-3; default: hog/cnn 1, yunet 0)"
+    ),
+]
+YunetOpt = Annotated[
+    Path | None,
+    typer.Option("--yunet-model", help="YuNet ONNX file [env YINGYAN_YUNET_MODEL]"),
+]
+FlipOpt = Annotated[bool, typer.Option("--flip/--no-flip", help="average chip and mirror")]
+BackendOpt = Annotated[
+    str, typer.Option("--backend", help="onnx (fast, default) or dlib (reference)")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+
+def engine_config(
+    detector: str,
+    upsample: int | None,
+    yunet_model: Path | None,
+    flip: bool = True,
+    jitter: int = 0,
+    backend: str = "onnx",
+    threads: int | None = None,
+) -> EngineConfig:
+    if yunet_model is None and os.environ.get("YINGYAN_YUNET_MODEL"):
+        yunet_model = Path(os.environ["YINGYAN_YUNET_MODEL"])
+    return EngineConfig(
+        detector=detector,  # type: ignore[arg-type]  # validated by EngineConfig
+        upsample=upsample,
+        yunet_model=yunet_model,
+        flip=flip,
+        jitter=jitter,
+        backend=backend,  # type: ignore[arg-type]  # validated by EngineConfig
+        threads=threads,
+    )
+
+
+def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except YingyanError as exc:
+            stderr.print(
+                f"[red]error[/red] ({exc.code}): {exc.message}", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            stderr.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper

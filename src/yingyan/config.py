@@ -1,0 +1,74 @@
+"""Engine configuration: validated once, passed down explicitly (no globals, no env reads here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from yingyan.errors import ConfigError
+
+DetectorName = Literal["hog", "cnn", "yunet"]
+DETECTORS: tuple[str, ...] = ("hog", "cnn", "yunet")
+BackendName = Literal["onnx", "dlib"]
+BACKENDS: tuple[str, ...] = ("onnx", "dlib")
+MAX_JITTER = 8
+
+
+@dataclass(frozen=True, slots=True)
+class ImageLimits:
+    """Refuse inputs before decoding them, so a crafted file cannot exhaust memory."""
+
+    max_bytes: int = 40 * 1024 * 1024
+    max_pixels: int = 40_000_000  # 40 MP: bigger than any phone photo, far below a bomb
+    min_side: int = 16
+    max_aspect: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    detector: DetectorName = "hog"
+    # Upsampling passes for small faces; None = the detector's default. HOG/CNN: 1 (faces down
+    # to ~40 px instead of ~80). YuNet: 0 (it finds ~10 px faces, and upscaling lowers its
+    # scores for large ones).
+    upsample: int | None = None
+    yunet_model: Path | None = None
+    yunet_score_threshold: float = 0.8  # below ~0.7 it fires on fingers in the test photos
+    min_detection_score: float = 0.0  # HOG/CNN raw score floor (dlib's default)
+    # dlib's models run on onnxruntime (converted from dlib's files) or, for reference, on dlib.
+    backend: BackendName = "onnx"
+    threads: int | None = None  # onnxruntime intra-op threads; None = every core
+    # An ArcFace-style ONNX recognizer (112x112, 5-point template) instead of dlib's ResNet.
+    recognizer_model: Path | None = None
+    flip: bool = True  # average the template of the chip and its mirror image
+    jitter: int = 0  # extra shifted/scaled views per chip (test-time augmentation), 0..8
+    centre_fallback: bool = False  # assume one centred face when none is found (LFW protocol)
+    keep_chips: bool = False
+    limits: ImageLimits = ImageLimits()
+
+    def __post_init__(self) -> None:
+        if self.detector not in DETECTORS:
+            raise ConfigError(f"unknown detector {self.detector!r}; choose one of {DETECTORS}")
+        if self.upsample is not None and not 0 <= self.upsample <= 3:
+            raise ConfigError("upsample must be between 0 and 3")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}; choose one of {BACKENDS}")
+        if not 0 <= self.jitter <= MAX_JITTER:
+            raise ConfigError(f"jitter must be between 0 and {MAX_JITTER}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError("threads must be >= 1")
+        if self.recognizer_model is not None and not Path(self.recognizer_model).is_file():
+            raise ConfigError(f"recognizer model file not found: {self.recognizer_model}")
+        if self.detector == "yunet" and self.yunet_model is None:
+            raise ConfigError("the yunet detector needs a model path (yunet_model)")
+        if self.yunet_model is not None and not Path(self.yunet_model).is_file():
+            raise ConfigError(f"YuNet model file not found: {self.yunet_model}")
+
+    @property
+    def pyramid_upsample(self) -> int:
+        if self.upsample is not None:
+            return self.upsample
+        return 0 if self.detector == "yunet" else 1
+
+    def with_(self, **changes: object) -> EngineConfig:
+        return replace(self, **changes)  # type: ignore[arg-type]

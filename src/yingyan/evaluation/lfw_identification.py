@@ -1,0 +1,162 @@
+"""The LFW closed-set identification protocol used by the gallery benchmarks.
+
+Gallery: the first image (by file name) of each of the 5,749 people. Probes: every other
+image, 7,484 of them, from the 1,680 people who have two or more. The rank-1 identification
+rate is the share of probes whose best-scoring subject is their own person.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from yingyan.batch import map_images
+from yingyan.config import EngineConfig
+from yingyan.embedding import recipe_name
+from yingyan.engine import Engine
+from yingyan.errors import DatasetError
+from yingyan.evaluation import metrics
+from yingyan.evaluation.lfw import extract_one, image_dir
+from yingyan.gallery.service import EnrollItem, GalleryService
+from yingyan.gallery.store import create_gallery
+from yingyan.types import Template
+
+
+@dataclass(frozen=True, slots=True)
+class IdentificationProtocol:
+    gallery: list[tuple[str, Path]]  # (person, image)
+    probes: list[tuple[str, Path]]
+
+
+def identification_protocol(root: Path) -> IdentificationProtocol:
+    images = image_dir(root)
+    gallery: list[tuple[str, Path]] = []
+    probes: list[tuple[str, Path]] = []
+    for person_dir in sorted(p for p in images.iterdir() if p.is_dir()):
+        files = sorted(f for f in person_dir.iterdir() if f.suffix.lower() == ".jpg")
+        if not files:
+            continue
+        gallery.append((person_dir.name, files[0]))
+        probes.extend((person_dir.name, f) for f in files[1:])
+    if not gallery:
+        raise DatasetError(f"no LFW people under {images}")
+    return IdentificationProtocol(gallery, probes)
+
+
+@dataclass(frozen=True, slots=True)
+class IdentificationReport:
+    enrolled: int
+    probes: int
+    rank1: float
+    rank5: float
+    rank10: float
+    centre_fallbacks: int
+    seconds_embed: float
+    seconds_enroll: float
+    seconds_identify: float
+    impostor_thresholds: dict[str, float]  # FMR → score threshold, from gallery x probe pairs
+
+    def as_dict(self) -> dict[str, object]:
+        return {f: getattr(self, f) for f in self.__slots__}
+
+
+def run_identification(
+    root: Path,
+    config: EngineConfig,
+    service: GalleryService,
+    *,
+    gallery: str = "lfw",
+    workers: int | None = None,
+    show_progress: bool = True,
+) -> IdentificationReport:
+    """Embed every LFW image once (most central face, centre box if none), enrol the gallery
+    images through the gallery service, identify every probe, and report rank-k rates."""
+    proto = identification_protocol(root)
+    paths = [str(p) for _, p in proto.gallery + proto.probes]
+    start = time.perf_counter()
+    results = map_images(
+        extract_one,
+        paths,
+        config.with_(centre_fallback=True, keep_chips=True),
+        workers=workers,
+        description="LFW images",
+        show_progress=show_progress,
+    )
+    failed = [p for p, r in zip(paths, results, strict=True) if r.views is None]
+    if failed:
+        raise DatasetError(f"{len(failed)} LFW images could not be read, e.g. {failed[0]}")
+    model = Engine(config).model_id
+    vectors = np.stack([r.template_vector(flip=config.flip, jitter=config.jitter) for r in results])
+    recipe = recipe_name(flip=config.flip, jitter=config.jitter)
+    n = len(proto.gallery)
+    t_embed = time.perf_counter() - start
+
+    start = time.perf_counter()
+    with service.db.session() as s:
+        create_gallery(
+            s,
+            name=gallery,
+            kind="enrollment",
+            purpose="LFW identification benchmark",
+            legal_basis="research evaluation on a public dataset",
+            model=model,
+        )
+    items = [
+        EnrollItem(
+            person,
+            Template(vectors[i], model, recipe),
+            results[i].quality,
+            hashlib.sha256(path.read_bytes()).hexdigest(),
+            display_name=person,
+        )
+        for i, (person, path) in enumerate(proto.gallery)
+    ]
+    for chunk in range(0, n, 2000):
+        service.enroll(gallery, items[chunk : chunk + 2000])
+    t_enroll = time.perf_counter() - start
+
+    start = time.perf_counter()
+    probes = [Template(v, model, recipe) for v in vectors[n:]]
+    candidates = service.identify(gallery, probes, k=10, mode="investigation")
+    t_identify = time.perf_counter() - start
+    truth = [person for person, _ in proto.probes]
+    ranks = [
+        next((c.rank for c in cs if c.external_id == person), 11)
+        for cs, person in zip(candidates, truth, strict=True)
+    ]
+    impostors = _impostor_scores(vectors[:n], vectors[n:], [p for p, _ in proto.gallery], truth)
+    return IdentificationReport(
+        enrolled=n,
+        probes=len(probes),
+        rank1=float(np.mean(np.array(ranks) <= 1)),
+        rank5=float(np.mean(np.array(ranks) <= 5)),
+        rank10=float(np.mean(np.array(ranks) <= 10)),
+        centre_fallbacks=sum(r.fallback for r in results),
+        seconds_embed=t_embed,
+        seconds_enroll=t_enroll,
+        seconds_identify=t_identify,
+        impostor_thresholds={
+            f"{fmr:g}": metrics.threshold_at_fmr(impostors, fmr) for fmr in (1e-4, 1e-5, 1e-6)
+        },
+    )
+
+
+def _impostor_scores(
+    gallery: npt.NDArray[np.float32],
+    probes: npt.NDArray[np.float32],
+    gallery_people: list[str],
+    probe_people: list[str],
+) -> npt.NDArray[np.float32]:
+    """Every gallery x probe score of different people (~43 million on LFW)."""
+    g_people = np.array(gallery_people)
+    out = []
+    for start in range(0, len(probes), 1000):
+        block = probes[start : start + 1000] @ gallery.T
+        same = np.array(probe_people[start : start + 1000])[:, None] == g_people[None, :]
+        out.append(block[~same])
+    return np.concatenate(out).astype(np.float32)

@@ -1,0 +1,46 @@
+"""DET curves (FNMR against FMR on normal-deviate axes, as ISO/IEC 19795-1 and NIST draw them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+
+from yingyan.evaluation.metrics import error_curve
+
+_TICKS = [1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5]
+
+
+def _probit(p: np.ndarray) -> np.ndarray:
+    nd = NormalDist()
+    clipped = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.array([nd.inv_cdf(float(x)) for x in clipped])
+
+
+def det_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], out: Path, title: str) -> None:
+    """One DET curve per named (genuine, impostor) score set, written as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=120)
+    for label, (genuine, impostor) in curves.items():
+        c = error_curve(genuine, impostor)
+        keep = (c.fmr > 0) & (c.fnmr > 0)
+        ax.plot(_probit(c.fmr[keep]), _probit(c.fnmr[keep]), label=label)
+    ticks = _probit(np.array(_TICKS))
+    ax.set_xticks(ticks, [f"{t:g}" for t in _TICKS])
+    ax.set_yticks(ticks, [f"{t:g}" for t in _TICKS])
+    ax.set_xlim(ticks[0], ticks[-1])
+    ax.set_ylim(ticks[0], ticks[-1])
+    ax.set_xlabel("false match rate (FMR)")
+    ax.set_ylabel("false non-match rate (FNMR)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)

@@ -1,0 +1,275 @@
+"""`VectorIndex` over Milvus through `pymilvus.MilvusClient`: one collection per gallery+model.
+
+The collection has two fields, `id` (INT64 primary key = template id, not auto-generated) and
+`vector` (FLOAT_VECTOR of the model's dimension), and records the model id string and the
+format in its properties (`yingyan.model`, `yingyan.format`); opening a collection whose
+dimension, model or metric differs raises VectorIndexError. `add` upserts (insert or replace),
+`remove` deletes by primary key, `save` flushes. Scores are Milvus's COSINE or IP similarity,
+which for unit vectors both equal the faiss kinds' inner product.
+
+Milvus Lite (tests, a laptop): `open_index(IndexSpec(kind="milvus"), "gallery.db", ...)` starts
+an embedded Milvus Lite on that file (one process per file; it takes a file lock). It supports
+FLAT, IVF_FLAT, IVF_SQ8, HNSW and HNSW_SQ; FLAT (exact) is the default here.
+
+A Milvus cluster (standalone or distributed): build the client yourself, so credentials stay
+with the caller's settings, and pass it in:
+
+    client = MilvusClient(uri="https://milvus.example:19530", token="user:password")
+    index = open_index(
+        IndexSpec(kind="milvus", milvus_index="HNSW", hnsw_m=32, ef_construction=200,
+                  ef_search=128, consistency="Bounded"),
+        None, 128, model=str(model_id), collection=collection_name("border", str(model_id)),
+        client=client,
+    )
+
+What changes on a cluster: choose an approximate index for tens of millions of templates
+(`HNSW`, or `IVF_FLAT`/`IVF_SQ8` with `nlist`, searched with `nprobe`); choose the consistency
+level: "Strong" (the default here) makes a search see every write acknowledged before it, at
+some latency, while "Bounded" lets searches lag writes by a few seconds for throughput (an
+enrollment may then be unfindable for that long). `len()`, `ids()` and `fingerprint()` page
+through every primary key: minutes for tens of millions, so run them as background checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pymilvus import DataType, MilvusClient
+
+from yingyan.gallery.index.base import (
+    Fingerprint,
+    IdArray,
+    IndexSpec,
+    SearchResult,
+    VectorIndexError,
+    check_ids,
+    check_ids_vectors,
+    check_k,
+    check_queries,
+)
+
+FORMAT = "yingyan-vector-index/1"
+ID_FIELD = "id"
+VECTOR_FIELD = "vector"
+MODEL_PROPERTY = "yingyan.model"
+FORMAT_PROPERTY = "yingyan.format"
+MAX_TOPK = 16_384  # Milvus's limit on `limit`
+BATCH = 5_000  # rows per insert/get/delete request (a few MB, far below gRPC's 64 MB)
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+
+def collection_name(gallery: str, model: str) -> str:
+    """A valid, stable collection name for one gallery and one model id string."""
+    slug = re.sub(r"[^A-Za-z0-9_]", "_", gallery)[:200]
+    digest = hashlib.sha256(model.encode()).hexdigest()[:12]
+    return f"g_{slug}_{digest}"
+
+
+class MilvusIndex:
+    """One Milvus collection of one model's templates."""
+
+    def __init__(
+        self,
+        client: MilvusClient,
+        collection: str,
+        dimension: int,
+        *,
+        model: str,
+        spec: IndexSpec,
+        owns_client: bool = False,
+    ) -> None:
+        self._client = client
+        self._name = collection
+        self._dim = dimension
+        self._model = model
+        self._spec = spec
+        self._owns_client = owns_client
+
+    @classmethod
+    def open(
+        cls,
+        spec: IndexSpec,
+        dimension: int,
+        *,
+        model: str,
+        collection: str,
+        uri: str | Path | None = None,
+        client: MilvusClient | None = None,
+    ) -> MilvusIndex:
+        """Open (creating it if absent) `collection` on `client`, or on a client for `uri`."""
+        if not _NAME.match(collection):
+            raise VectorIndexError(f"invalid Milvus collection name {collection!r}")
+        owns = client is None
+        if client is None:
+            if uri is None:
+                raise VectorIndexError("a milvus index needs a URI or a client")
+            client = _connect(str(uri))
+        index = cls(client, collection, dimension, model=model, spec=spec, owns_client=owns)
+        try:
+            index._prepare()
+        except BaseException:
+            index.close()
+            raise
+        return index
+
+    # --- VectorIndex --------------------------------------------------------------------------
+
+    @property
+    def dimension(self) -> int:
+        return self._dim
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @property
+    def collection(self) -> str:
+        return self._name
+
+    def __len__(self) -> int:
+        rows = self._client.query(self._name, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def ids(self) -> IdArray:
+        it = self._client.query_iterator(self._name, batch_size=10_000, output_fields=[ID_FIELD])
+        parts: list[IdArray] = []
+        try:
+            while batch := it.next():
+                parts.append(np.fromiter((r[ID_FIELD] for r in batch), np.int64, len(batch)))
+        finally:
+            it.close()
+        return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint.of(self.ids())
+
+    def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
+        ids_, vecs = check_ids_vectors(ids, vectors, self._dim)
+        for start in range(0, len(ids_), BATCH):
+            rows = [
+                {ID_FIELD: int(i), VECTOR_FIELD: v}
+                for i, v in zip(
+                    ids_[start : start + BATCH], vecs[start : start + BATCH], strict=True
+                )
+            ]
+            self._client.upsert(self._name, rows)
+
+    def remove(self, ids: npt.ArrayLike) -> int:
+        wanted = np.unique(check_ids(ids)).tolist()
+        removed = 0
+        for start in range(0, len(wanted), BATCH):
+            chunk = wanted[start : start + BATCH]
+            # delete() reports the ids it was given, held or not: count the held ones first
+            held = [
+                r[ID_FIELD]
+                for r in self._client.get(self._name, ids=chunk, output_fields=[ID_FIELD])
+            ]
+            if held:
+                self._client.delete(self._name, ids=held)
+            removed += len(held)
+        return removed
+
+    def search(self, queries: npt.ArrayLike, k: int) -> SearchResult:
+        check_k(k)
+        if k > MAX_TOPK:
+            raise VectorIndexError(f"Milvus returns at most {MAX_TOPK} results per query")
+        q = check_queries(queries, self._dim)
+        result = SearchResult.empty(len(q), k)
+        if not len(q):
+            return result
+        hits = self._client.search(
+            self._name,
+            data=q,
+            limit=k,
+            output_fields=[ID_FIELD],  # milvus-lite returns the vectors too when this is empty
+            search_params={"metric_type": self._spec.metric, "params": self._search_params(k)},
+        )
+        for row, row_hits in enumerate(hits):
+            for col, hit in enumerate(row_hits[:k]):
+                result.ids[row, col] = int(hit["id"])
+                result.scores[row, col] = float(hit["distance"])
+        return result
+
+    def save(self) -> None:
+        self._client.flush(self._name)
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    # --- collection set-up --------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        if self._client.has_collection(self._name):
+            self._check_existing()
+            self._client.load_collection(self._name)
+        else:
+            self._create()
+
+    def _create(self) -> None:
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field(ID_FIELD, DataType.INT64, is_primary=True)
+        schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=self._dim)
+        index_params = self._client.prepare_index_params()
+        index_params.add_index(
+            field_name=VECTOR_FIELD,
+            index_type=self._spec.milvus_index,
+            metric_type=self._spec.metric,
+            params=self._build_params(),
+        )
+        self._client.create_collection(
+            self._name,
+            schema=schema,
+            index_params=index_params,
+            consistency_level=self._spec.consistency,
+            properties={MODEL_PROPERTY: self._model, FORMAT_PROPERTY: FORMAT},
+        )
+
+    def _check_existing(self) -> None:
+        info = self._client.describe_collection(self._name)
+        props = info.get("properties") or {}
+        if props.get(FORMAT_PROPERTY) != FORMAT:
+            raise VectorIndexError(f"collection {self._name} was not created by this code")
+        if props.get(MODEL_PROPERTY) != self._model:
+            raise VectorIndexError(
+                f"collection {self._name} holds model {props.get(MODEL_PROPERTY)!r}, "
+                f"expected {self._model!r}"
+            )
+        dims = [int(f["params"]["dim"]) for f in info["fields"] if f["name"] == VECTOR_FIELD]
+        if dims != [self._dim]:
+            raise VectorIndexError(
+                f"collection {self._name} has dimension {dims}, expected {self._dim}"
+            )
+        metric = self._client.describe_index(self._name, VECTOR_FIELD).get("metric_type")
+        if metric != self._spec.metric:
+            raise VectorIndexError(
+                f"collection {self._name} uses metric {metric}, expected {self._spec.metric}"
+            )
+
+    def _build_params(self) -> dict[str, Any]:
+        kind = self._spec.milvus_index.upper()
+        if kind.startswith("HNSW"):
+            return {"M": self._spec.hnsw_m, "efConstruction": self._spec.ef_construction}
+        if kind.startswith("IVF"):
+            return {"nlist": self._spec.nlist or 1024}
+        return {}
+
+    def _search_params(self, k: int) -> dict[str, Any]:
+        kind = self._spec.milvus_index.upper()
+        if kind.startswith("HNSW"):
+            return {"ef": max(self._spec.ef_search, k)}
+        if kind.startswith("IVF"):
+            return {"nprobe": self._spec.nprobe}
+        return {}
+
+
+def _connect(uri: str) -> MilvusClient:
+    try:
+        return MilvusClient(uri)
+    except Exception as exc:  # pymilvus raises several unrelated types for a failed start
+        raise VectorIndexError(f"cannot open Milvus at {uri}: {exc}") from exc

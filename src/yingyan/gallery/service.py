@@ -1,0 +1,378 @@
+"""The gallery service: every write and search of a gallery goes through here, so the SQL
+store (the source of truth) and the vector index (a rebuildable cache) stay consistent.
+
+Writes commit to the database first and then update the index, so a crash in between leaves
+the index behind, never ahead. Whenever a gallery's index is opened it is checked against the
+database (fingerprint of the template ids) and repaired: missing templates are added, extra
+ones erased, a missing or unreadable file rebuilt.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy.orm import Session
+
+from yingyan.decision import Candidate, Mode, rank_subjects
+from yingyan.errors import ConfigError
+from yingyan.gallery.index import Fingerprint, IndexSpec, VectorIndex, VectorIndexError, open_index
+from yingyan.gallery.store import (
+    Database,
+    GalleryRow,
+    add_template,
+    delete_gallery,
+    delete_subject,
+    get_gallery,
+    get_or_create_subject,
+    iter_template_batches,
+    list_galleries,
+    subjects_by_id,
+    subjects_of_templates,
+    template_ids,
+)
+from yingyan.types import Box, Template
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollItem:
+    external_id: str
+    template: Template
+    quality: float
+    source_sha256: str
+    box: Box | None = None
+    display_name: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    image: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectCandidate:
+    """A ranked lead for a human reviewer: never an identification by itself."""
+
+    rank: int
+    external_id: str
+    display_name: str | None
+    score: float
+    template_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicatePair:
+    external_id_a: str
+    external_id_b: str
+    score: float
+    template_a: int
+    template_b: int
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+class GalleryService:
+    """Galleries over one database and one folder of index files (or a Milvus URI)."""
+
+    def __init__(
+        self,
+        db: Database,
+        index_dir: Path,
+        spec: IndexSpec | None = None,
+        milvus_uri: str | None = None,
+    ) -> None:
+        self.db = db
+        self.index_dir = index_dir
+        self.spec = spec or IndexSpec()
+        self.milvus_uri = milvus_uri
+        self._open: dict[int, VectorIndex] = {}
+
+    def close(self) -> None:
+        for index in self._open.values():
+            index.close()
+        self._open.clear()
+
+    # -- galleries ---------------------------------------------------------------------------
+
+    def gallery(self, session: Session, name: str) -> GalleryRow:
+        return get_gallery(session, name=name)
+
+    def galleries(self) -> list[GalleryRow]:
+        with self.db.session() as s:
+            rows = list_galleries(s)
+            s.expunge_all()
+            return rows
+
+    def delete(self, name: str) -> None:
+        """Delete a gallery, its subjects and templates, and its index."""
+        with self.db.session() as s:
+            g = get_gallery(s, name=name)
+            gid, path = g.id, self._index_path(g.id, g.model)
+            delete_gallery(s, name=name)
+        index = self._open.pop(gid, None)
+        if index is not None:
+            index.remove(index.ids())
+            index.save()
+            index.close()
+        if path is not None:
+            for p in (path, path.with_name(path.name + ".json")):
+                with suppress(FileNotFoundError):
+                    p.unlink()
+
+    # -- the index ---------------------------------------------------------------------------
+
+    def _index_path(self, gallery_id: int, model: str) -> Path | None:
+        if self.spec.kind == "milvus":
+            return None
+        return self.index_dir / f"gallery-{gallery_id}-{_slug(model)}.faiss"
+
+    def _collection(self, gallery_id: int, model: str) -> str:
+        return f"g{gallery_id}_{_slug(model).replace('.', '_').replace('-', '_').replace('@', '_')}"
+
+    def index(self, gallery: GalleryRow, dimension: int | None = None) -> VectorIndex:
+        """The gallery's index, opened once, repaired to agree with the database. `dimension`
+        is needed only to create it (default: that of the gallery's stored templates)."""
+        if gallery.id in self._open:
+            return self._open[gallery.id]
+        dimension = dimension or self._dimension(gallery.id)
+        if dimension is None:
+            raise ConfigError(f"gallery {gallery.name!r} has no templates yet")
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        path = self._index_path(gallery.id, gallery.model)
+        try:
+            index = self._open_index(gallery, dimension, path)
+        except VectorIndexError:
+            if path is None:
+                raise
+            path.unlink(missing_ok=True)  # a torn or foreign file: the database rebuilds it
+            index = self._open_index(gallery, dimension, path)
+        self._reconcile(gallery.id, index)
+        self._open[gallery.id] = index
+        return index
+
+    def _open_index(self, gallery: GalleryRow, dimension: int, path: Path | None) -> VectorIndex:
+        target: str | Path | None = self.milvus_uri if self.spec.kind == "milvus" else path
+        return open_index(
+            self.spec,
+            target,
+            dimension,
+            model=gallery.model,
+            collection=self._collection(gallery.id, gallery.model),
+        )
+
+    def _reconcile(self, gallery_id: int, index: VectorIndex) -> None:
+        with self.db.session() as s:
+            db_ids = template_ids(s, gallery_id=gallery_id)
+        if index.fingerprint() == Fingerprint.of(db_ids):
+            return
+        extra = np.setdiff1d(index.ids(), db_ids)
+        if extra.size:
+            index.remove(extra)
+        missing = set(np.setdiff1d(db_ids, index.ids()).tolist())
+        if missing:
+            with self.db.session() as s:
+                for batch in iter_template_batches(s, gallery_id=gallery_id):
+                    keep = np.fromiter((i in missing for i in batch.ids.tolist()), bool)
+                    if keep.any():
+                        if len(index) == 0 and hasattr(index, "train"):
+                            index.train(batch.vectors)
+                        index.add(batch.ids[keep], batch.vectors[keep])
+        index.save()
+
+    def check(self, name: str) -> tuple[Fingerprint, Fingerprint]:
+        """(database, index) fingerprints of a gallery: equal when consistent."""
+        with self.db.session() as s:
+            g = get_gallery(s, name=name)
+            db_ids = template_ids(s, gallery_id=g.id)
+            s.expunge(g)
+        return Fingerprint.of(db_ids), self.index(g).fingerprint()
+
+    def _dimension(self, gallery_id: int) -> int | None:
+        """The dimension of the gallery's templates, or None while it has none."""
+        with self.db.session() as s:
+            for batch in iter_template_batches(s, gallery_id=gallery_id, batch_size=1):
+                return int(batch.vectors.shape[1])
+        return None
+
+    # -- enrollment --------------------------------------------------------------------------
+
+    def enroll(
+        self, gallery: str, items: Sequence[EnrollItem], *, save: bool = True
+    ) -> list[tuple[int, bool]]:
+        """Store the templates (one transaction), then add the new ones to the index.
+        Returns (template id, newly created) per item; re-enrolling an image is a no-op.
+        With `save=False` the index file is written later (`save_index`); a crash before that
+        loses nothing, since opening the index adds what the database has and it lacks."""
+        if not items:
+            return []
+        with self.db.session() as s:
+            g = get_gallery(s, name=gallery)
+            out = []
+            for item in items:
+                subject, _ = get_or_create_subject(
+                    s,
+                    gallery_id=g.id,
+                    external_id=item.external_id,
+                    display_name=item.display_name,
+                    metadata=item.metadata,
+                )
+                row, created = add_template(
+                    s,
+                    subject=subject,
+                    template=item.template,
+                    quality=item.quality,
+                    source_sha256=item.source_sha256,
+                    box=item.box,
+                    image=item.image,
+                )
+                s.flush()
+                out.append((int(row.id), created))
+            s.expunge(g)
+        new = [(tid, item) for (tid, created), item in zip(out, items, strict=True) if created]
+        if new:
+            index = self.index(g, len(items[0].template.vector))
+            index.add(
+                np.array([t for t, _ in new], np.int64),
+                np.stack([i.template.vector for _, i in new]),
+            )
+            if save:
+                index.save()
+        return out
+
+    def save_index(self, gallery: str) -> None:
+        """Write the gallery's index file, if it is open."""
+        with self.db.session() as s:
+            gid = get_gallery(s, name=gallery).id
+        if gid in self._open:
+            self._open[gid].save()
+
+    def erase_subject(self, gallery: str, external_id: str) -> int:
+        """Delete a subject and really erase its templates from the index (opened first, so a
+        crash in between leaves extra index entries that the next open removes)."""
+        with self.db.session() as s:
+            g = get_gallery(s, name=gallery)
+            s.expunge(g)
+        index = self._open.get(g.id) or (self.index(g) if self._dimension(g.id) else None)
+        with self.db.session() as s:
+            removed = delete_subject(s, gallery_id=g.id, external_id=external_id)
+        if removed and index is not None:
+            index.remove(np.array(removed, np.int64))
+            index.save()
+        return len(removed)
+
+    # -- search ------------------------------------------------------------------------------
+
+    def identify(
+        self,
+        gallery: str,
+        probes: Sequence[Template],
+        *,
+        k: int = 5,
+        mode: Mode = "investigation",
+        threshold: float | None = None,
+    ) -> list[list[SubjectCandidate]]:
+        """Subject-level candidates for each probe. Threshold mode uses the given threshold,
+        else the gallery's; investigation mode returns the k best whatever their scores."""
+        if k < 1:
+            raise ConfigError("k must be at least 1")
+        with self.db.session() as s:
+            g = get_gallery(s, name=gallery)
+            s.expunge(g)
+        for p in probes:
+            if str(p.model) != g.model:
+                from yingyan.errors import ModelMismatchError
+
+                raise ModelMismatchError(
+                    f"gallery {gallery!r} holds templates of {g.model}, not of {p.model}"
+                )
+        if mode == "threshold":
+            threshold = threshold if threshold is not None else g.threshold
+            if threshold is None:
+                raise ConfigError(f"gallery {gallery!r} has no threshold; pass one")
+        if not probes:
+            return []
+        queries = np.stack([p.vector for p in probes]).astype(np.float32)
+        index = self.index(g, queries.shape[1])
+        hits = index.search(queries, min(max(4 * k, k + 16), max(1, len(index))))
+        return self._candidates(hits.scores, hits.ids, k=k, mode=mode, threshold=threshold)
+
+    def _candidates(
+        self,
+        scores: npt.NDArray[np.float32],
+        ids: npt.NDArray[np.int64],
+        *,
+        k: int,
+        mode: Mode,
+        threshold: float | None,
+    ) -> list[list[SubjectCandidate]]:
+        with self.db.session() as s:
+            subject_of = subjects_of_templates(s, template_ids=ids[ids >= 0].tolist())
+            per_probe: list[list[Candidate]] = [
+                rank_subjects(sc, ii, subject_of, k=k, mode=mode, threshold=threshold)
+                for sc, ii in zip(scores, ids, strict=True)
+            ]
+            subjects = subjects_by_id(s, subject_ids={c.subject_id for cs in per_probe for c in cs})
+            return [
+                [
+                    SubjectCandidate(
+                        c.rank,
+                        subjects[c.subject_id].external_id,
+                        subjects[c.subject_id].display_name,
+                        c.score,
+                        c.template_id,
+                    )
+                    for c in cs
+                ]
+                for cs in per_probe
+            ]
+
+    def duplicates(self, gallery: str, threshold: float, *, k: int = 10) -> list[DuplicatePair]:
+        """Pairs of different subjects with templates scoring at or above `threshold`, found by
+        searching the index with every template (k neighbours each), not by all pairs."""
+        with self.db.session() as s:
+            g = get_gallery(s, name=gallery)
+            s.expunge(g)
+        best: dict[tuple[int, int], tuple[float, int, int]] = {}
+        index: VectorIndex | None = None
+        with self.db.session() as session:
+            batches = iter_template_batches(session, gallery_id=g.id)
+            for ids, vectors in ((b.ids, b.vectors) for b in batches):
+                index = index or self.index(g, vectors.shape[1])
+                hits = index.search(vectors, min(k + 1, len(index)))
+                subject_of = subjects_of_templates(
+                    session, template_ids=np.concatenate([ids, hits.ids[hits.ids >= 0]]).tolist()
+                )
+                self._collect_pairs(ids, hits.scores, hits.ids, subject_of, threshold, best)
+        with self.db.session() as s:
+            subjects = subjects_by_id(s, subject_ids={x for pair in best for x in pair})
+            pairs = [
+                DuplicatePair(subjects[a].external_id, subjects[b].external_id, sc, ta, tb)
+                for (a, b), (sc, ta, tb) in best.items()
+            ]
+        return sorted(pairs, key=lambda p: -p.score)
+
+    @staticmethod
+    def _collect_pairs(
+        ids: npt.NDArray[np.int64],
+        scores: npt.NDArray[np.float32],
+        hit_ids: npt.NDArray[np.int64],
+        subject_of: dict[int, int],
+        threshold: float,
+        best: dict[tuple[int, int], tuple[float, int, int]],
+    ) -> None:
+        """Keep, per pair of different subjects, their best-scoring template pair."""
+        for tid, row_scores, row_ids in zip(ids.tolist(), scores, hit_ids, strict=True):
+            for score, other in zip(row_scores.tolist(), row_ids.tolist(), strict=True):
+                if other < 0 or other == tid or score < threshold:
+                    continue
+                a, b = subject_of.get(tid), subject_of.get(other)
+                if a is None or b is None or a == b:
+                    continue
+                key = (min(a, b), max(a, b))
+                if key not in best or score > best[key][0]:
+                    best[key] = (score, tid, other) if a < b else (score, other, tid)

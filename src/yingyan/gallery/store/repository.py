@@ -1,0 +1,532 @@
+"""Reads and writes of the gallery store: keyword-only functions over the caller's Session.
+
+The caller owns the unit of work (`with db.session() as session:`) and nothing here commits, so
+enrolling a subject with its templates and consent is all or nothing. Functions flush when they
+need generated ids. Vectors are stored as float32 little-endian bytes, written and read only by
+`pack_vector`/`unpack_vector`, so encryption at rest can be added in one place.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, Final, Literal, NamedTuple, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import and_, case, exists, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from yingyan.errors import ModelMismatchError
+from yingyan.gallery.store.database import StoreError
+from yingyan.gallery.store.tables import (
+    GALLERY_KINDS,
+    Base,
+    ConsentRow,
+    GalleryKind,
+    GalleryRow,
+    SubjectRow,
+    TemplateRow,
+    utcnow,
+)
+from yingyan.types import Box, ModelId, Template, Vector
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_VECTOR_DTYPE: Final = np.dtype("<f4")
+_IN_CHUNK: Final = 500  # ids per IN (...) clause, far below every backend's parameter limit
+_Row = TypeVar("_Row", bound=Base)
+
+RetentionReason = Literal["gallery_expired", "consent_ended"]
+
+
+class NotFoundError(StoreError):
+    code = "not_found"
+
+
+class ConflictError(StoreError):
+    code = "conflict"
+
+
+class InvalidValueError(StoreError):
+    code = "invalid_value"
+
+
+class TemplateBatch(NamedTuple):
+    """Templates of one gallery in id order: `vectors[i]` is the template with id `ids[i]`."""
+
+    ids: npt.NDArray[np.int64]
+    vectors: npt.NDArray[np.float32]
+
+
+class RetentionCandidate(NamedTuple):
+    subject: SubjectRow
+    reason: RetentionReason
+
+
+# -- vectors -----------------------------------------------------------------------------------
+
+
+def pack_vector(vector: npt.ArrayLike) -> bytes:
+    """The stored form of a template vector (the one place to add encryption)."""
+    array = np.asarray(vector, dtype=np.float32)
+    if array.ndim != 1 or array.size == 0:
+        raise InvalidValueError(f"a template vector must be 1-D and non-empty, not {array.shape}")
+    if not np.isfinite(array).all():
+        raise InvalidValueError("a template vector must not contain NaN or infinity")
+    return array.astype(_VECTOR_DTYPE, copy=False).tobytes()
+
+
+def unpack_vector(data: bytes, dimension: int) -> Vector:
+    """The vector of a stored template; exact inverse of `pack_vector`."""
+    if len(data) != dimension * _VECTOR_DTYPE.itemsize:
+        raise StoreError(f"stored vector has {len(data)} bytes, expected {dimension} float32")
+    return np.frombuffer(data, dtype=_VECTOR_DTYPE).astype(np.float32)
+
+
+def template_vector(row: TemplateRow) -> Vector:
+    return unpack_vector(row.embedding, row.dimension)
+
+
+# -- galleries ---------------------------------------------------------------------------------
+
+
+def create_gallery(
+    session: Session,
+    *,
+    name: str,
+    kind: GalleryKind,
+    purpose: str,
+    legal_basis: str,
+    model: ModelId | str,
+    expires_at: datetime | None = None,
+    keep_images: bool = False,
+    min_quality: float = 0.0,
+    threshold: float | None = None,
+) -> GalleryRow:
+    """A new gallery. Purpose and legal basis are required: no gallery exists without them."""
+    if kind not in GALLERY_KINDS:
+        raise InvalidValueError(f"gallery kind must be one of {', '.join(GALLERY_KINDS)}")
+    if not 0.0 <= min_quality <= 1.0:
+        raise InvalidValueError("min_quality must lie in [0, 1]")
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
+        raise InvalidValueError("a threshold on the similarity score must lie in [-1, 1]")
+    name = _required(name, "gallery name")
+    if _gallery_named(session, name) is not None:
+        raise ConflictError(f"a gallery named {name!r} already exists")
+    row = GalleryRow(
+        name=name,
+        kind=kind,
+        purpose=_required(purpose, "purpose"),
+        legal_basis=_required(legal_basis, "legal basis"),
+        model=_required(str(model), "model"),
+        expires_at=_aware(expires_at, "expires_at"),
+        keep_images=keep_images,
+        min_quality=min_quality,
+        threshold=threshold,
+    )
+    if not _insert(session, row):  # created concurrently since the check above
+        raise ConflictError(f"a gallery named {name!r} already exists")
+    return row
+
+
+def get_gallery(session: Session, *, name: str) -> GalleryRow:
+    row = _gallery_named(session, name)
+    if row is None:
+        raise NotFoundError(f"no gallery named {name!r}")
+    return row
+
+
+def get_gallery_by_id(session: Session, *, gallery_id: int) -> GalleryRow:
+    row = session.get(GalleryRow, gallery_id)
+    if row is None:
+        raise NotFoundError(f"no gallery with id {gallery_id}")
+    return row
+
+
+def list_galleries(session: Session) -> list[GalleryRow]:
+    return list(session.scalars(select(GalleryRow).order_by(GalleryRow.name)))
+
+
+def delete_gallery(session: Session, *, name: str) -> int:
+    """Delete a gallery with its subjects, templates and consents (the database cascades).
+    Returns how many templates went, for the caller's record; drop the gallery's index too."""
+    row = get_gallery(session, name=name)
+    removed = count_templates(session, gallery_id=row.id)
+    session.delete(row)
+    session.flush()
+    return removed
+
+
+def _gallery_named(session: Session, name: str) -> GalleryRow | None:
+    return session.scalar(select(GalleryRow).where(GalleryRow.name == name))
+
+
+# -- subjects ----------------------------------------------------------------------------------
+
+
+def get_or_create_subject(
+    session: Session,
+    *,
+    gallery_id: int,
+    external_id: str,
+    display_name: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> tuple[SubjectRow, bool]:
+    """The gallery's subject with this external id, and whether it was just created. An
+    existing subject is returned unchanged (its name and metadata are not overwritten)."""
+    gallery = get_gallery_by_id(session, gallery_id=gallery_id)
+    external_id = _required(external_id, "external id")
+
+    def find() -> SubjectRow | None:
+        return _subject(session, gallery.id, external_id)
+
+    def make() -> SubjectRow:
+        return SubjectRow(
+            gallery_id=gallery.id,
+            external_id=external_id,
+            display_name=display_name,
+            metadata_=dict(metadata or {}),
+        )
+
+    return _get_or_insert(session, find, make)
+
+
+def get_subject(session: Session, *, gallery_id: int, external_id: str) -> SubjectRow:
+    row = _subject(session, gallery_id, external_id)
+    if row is None:
+        raise NotFoundError(f"no subject {external_id!r} in gallery {gallery_id}")
+    return row
+
+
+def list_subjects(
+    session: Session, *, gallery_id: int, limit: int = 100, after_id: int | None = None
+) -> list[SubjectRow]:
+    """One page of a gallery's subjects in id order. Pass the last id of a page as `after_id`
+    for the next: unlike OFFSET, this stays fast deep into millions of rows."""
+    if limit < 1:
+        raise InvalidValueError("limit must be at least 1")
+    query = select(SubjectRow).where(SubjectRow.gallery_id == gallery_id)
+    if after_id is not None:
+        query = query.where(SubjectRow.id > after_id)
+    return list(session.scalars(query.order_by(SubjectRow.id).limit(limit)))
+
+
+def count_subjects(session: Session, *, gallery_id: int) -> int:
+    query = select(func.count()).where(SubjectRow.gallery_id == gallery_id)
+    return session.scalar(query) or 0
+
+
+def delete_subject(session: Session, *, gallery_id: int, external_id: str) -> list[int]:
+    """Delete a subject with its templates and consents. Returns the removed template ids in
+    ascending order: the caller removes them from the vector index."""
+    row = get_subject(session, gallery_id=gallery_id, external_id=external_id)
+    ids = list(
+        session.scalars(
+            select(TemplateRow.id).where(TemplateRow.subject_id == row.id).order_by(TemplateRow.id)
+        )
+    )
+    session.delete(row)
+    session.flush()
+    return ids
+
+
+def subjects_of_templates(session: Session, *, template_ids: Iterable[int]) -> dict[int, int]:
+    """template id → subject id, for turning index hits into candidates. Unknown ids (deleted
+    since the index was built) are absent."""
+    wanted = sorted({int(i) for i in template_ids})
+    found: dict[int, int] = {}
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        query = select(TemplateRow.id, TemplateRow.subject_id).where(TemplateRow.id.in_(chunk))
+        found.update({tid: sid for tid, sid in session.execute(query)})
+    return found
+
+
+def _subject(session: Session, gallery_id: int, external_id: str) -> SubjectRow | None:
+    query = select(SubjectRow).where(
+        SubjectRow.gallery_id == gallery_id, SubjectRow.external_id == external_id
+    )
+    return session.scalar(query)
+
+
+# -- templates ---------------------------------------------------------------------------------
+
+
+def add_template(
+    session: Session,
+    *,
+    subject: SubjectRow,
+    template: Template,
+    quality: float,
+    source_sha256: str,
+    box: Box | Sequence[float] | None = None,
+    image: bytes | None = None,
+) -> tuple[TemplateRow, bool]:
+    """Store a template of `subject`, and whether it is new. The same source image for the same
+    subject returns the existing row, so re-running an enrolment is harmless.
+
+    The template must come from the gallery's model. `image` is kept only if the gallery keeps
+    images, and dropped otherwise: the store never holds photos it was not allowed to. Quality
+    gating against `min_quality` is the enrolment policy's job, not the store's.
+    """
+    gallery = get_gallery_by_id(session, gallery_id=subject.gallery_id)
+    if str(template.model) != gallery.model:
+        raise ModelMismatchError(
+            f"gallery {gallery.name!r} holds templates of {gallery.model}, not of {template.model}"
+        )
+    sha = source_sha256.lower()
+    if _SHA256.fullmatch(sha) is None:
+        raise InvalidValueError("source_sha256 must be the 64 hex digits of a sha256")
+    if not math.isfinite(quality):
+        raise InvalidValueError("quality must be a finite number")
+    embedding = pack_vector(template.vector)
+    stored_box = _box(box)
+
+    def find() -> TemplateRow | None:
+        query = select(TemplateRow).where(
+            TemplateRow.subject_id == subject.id, TemplateRow.source_sha256 == sha
+        )
+        return session.scalar(query)
+
+    def make() -> TemplateRow:
+        return TemplateRow(
+            subject_id=subject.id,
+            gallery_id=gallery.id,
+            embedding=embedding,
+            dimension=len(embedding) // _VECTOR_DTYPE.itemsize,
+            model_name=template.model.name,
+            model_version=template.model.version,
+            recipe=template.recipe,
+            quality=float(quality),
+            source_sha256=sha,
+            image=image if gallery.keep_images else None,
+            box=stored_box,
+        )
+
+    return _get_or_insert(session, find, make)
+
+
+def count_templates(session: Session, *, gallery_id: int) -> int:
+    query = select(func.count()).where(TemplateRow.gallery_id == gallery_id)
+    return session.scalar(query) or 0
+
+
+def iter_template_batches(
+    session: Session, *, gallery_id: int, batch_size: int = 10_000
+) -> Iterator[TemplateBatch]:
+    """Every template of a gallery exactly once, in ascending id order, `batch_size` at a time,
+    for (re)building the vector index without loading the whole gallery. Each batch is one
+    keyset query (`id > last`), so memory stays bounded and no cursor is held between batches.
+    """
+    if batch_size < 1:
+        raise InvalidValueError("batch_size must be at least 1")
+    get_gallery_by_id(session, gallery_id=gallery_id)
+    last = 0  # ids start at 1 on both backends
+    while True:
+        query = (
+            select(TemplateRow.id, TemplateRow.embedding, TemplateRow.dimension)
+            .where(TemplateRow.gallery_id == gallery_id, TemplateRow.id > last)
+            .order_by(TemplateRow.id)
+            .limit(batch_size)
+        )
+        rows = session.execute(query).all()
+        if not rows:
+            return
+        yield _batch(rows)
+        if len(rows) < batch_size:
+            return
+        last = rows[-1].id
+
+
+def _batch(rows: Sequence[Any]) -> TemplateBatch:
+    ids = np.fromiter((row.id for row in rows), dtype=np.int64, count=len(rows))
+    dimension = rows[0].dimension
+    vectors = np.empty((len(rows), dimension), dtype=np.float32)
+    for i, row in enumerate(rows):
+        if row.dimension != dimension:
+            raise StoreError(f"template {row.id} has dimension {row.dimension}, not {dimension}")
+        vectors[i] = unpack_vector(row.embedding, row.dimension)
+    return TemplateBatch(ids, vectors)
+
+
+def template_ids(
+    session: Session, *, gallery_id: int, batch_size: int = 100_000
+) -> npt.NDArray[np.int64]:
+    """Every template id of a gallery, ascending, streamed in keyset batches: what the vector
+    index must hold (compare with `yingyan.gallery.index.Fingerprint.of`)."""
+    get_gallery_by_id(session, gallery_id=gallery_id)
+    chunks = list(_id_chunks(session, gallery_id, batch_size))
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+
+
+def enrolled_images(session: Session, *, gallery_id: int) -> set[tuple[str, str]]:
+    """(external id, source sha256) of every template of a gallery: what a resumed bulk
+    enrollment must not do again."""
+    query = (
+        select(SubjectRow.external_id, TemplateRow.source_sha256)
+        .join(TemplateRow, TemplateRow.subject_id == SubjectRow.id)
+        .where(SubjectRow.gallery_id == gallery_id)
+    )
+    return {(e, h) for e, h in session.execute(query)}
+
+
+def subjects_by_id(session: Session, *, subject_ids: Iterable[int]) -> dict[int, SubjectRow]:
+    wanted = sorted({int(i) for i in subject_ids})
+    found: dict[int, SubjectRow] = {}
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        found.update(
+            {r.id: r for r in session.scalars(select(SubjectRow).where(SubjectRow.id.in_(chunk)))}
+        )
+    return found
+
+
+def _id_chunks(
+    session: Session, gallery_id: int, batch_size: int
+) -> Iterator[npt.NDArray[np.int64]]:
+    last = 0
+    while True:
+        query = (
+            select(TemplateRow.id)
+            .where(TemplateRow.gallery_id == gallery_id, TemplateRow.id > last)
+            .order_by(TemplateRow.id)
+            .limit(batch_size)
+        )
+        ids = np.fromiter(session.scalars(query), dtype=np.int64)
+        if ids.size == 0:
+            return
+        yield ids
+        if ids.size < batch_size:
+            return
+        last = int(ids[-1])
+
+
+# -- consents ----------------------------------------------------------------------------------
+
+
+def add_consent(
+    session: Session,
+    *,
+    subject_id: int,
+    purpose: str,
+    reference: str,
+    granted_at: datetime | None = None,
+    expires_at: datetime | None = None,
+) -> ConsentRow:
+    """Record a subject's consent to a purpose; `reference` says who consented or names the
+    signed document. `granted_at` defaults to now."""
+    if session.get(SubjectRow, subject_id) is None:
+        raise NotFoundError(f"no subject with id {subject_id}")
+    granted = _aware(granted_at, "granted_at") or utcnow()
+    expires = _aware(expires_at, "expires_at")
+    if expires is not None and expires <= granted:
+        raise InvalidValueError("a consent must expire after it was granted")
+    row = ConsentRow(
+        subject_id=subject_id,
+        purpose=_required(purpose, "purpose"),
+        reference=_required(reference, "reference"),
+        granted_at=granted,
+        expires_at=expires,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def list_consents(session: Session, *, subject_id: int) -> list[ConsentRow]:
+    query = select(ConsentRow).where(ConsentRow.subject_id == subject_id)
+    return list(session.scalars(query.order_by(ConsentRow.granted_at, ConsentRow.id)))
+
+
+def withdraw_consent(
+    session: Session, *, consent_id: int, at: datetime | None = None
+) -> ConsentRow:
+    """Mark a consent withdrawn (from `at`, default now). Withdrawing twice keeps the first."""
+    row = session.get(ConsentRow, consent_id)
+    if row is None:
+        raise NotFoundError(f"no consent with id {consent_id}")
+    if row.withdrawn_at is None:
+        row.withdrawn_at = _aware(at, "at") or utcnow()
+        session.flush()
+    return row
+
+
+def subjects_due_for_removal(
+    session: Session, *, now: datetime | None = None, limit: int | None = None
+) -> list[RetentionCandidate]:
+    """Subjects the retention job must remove, with the reason, in id order: every subject of an
+    expired gallery, and subjects that have consents none of which is still in force (neither
+    withdrawn nor expired). Subjects without any consent rows rely on the gallery's legal basis
+    (e.g. a watchlist) and are removed only with their gallery."""
+    at = _aware(now, "now") or utcnow()
+    in_force = exists().where(
+        ConsentRow.subject_id == SubjectRow.id,
+        ConsentRow.withdrawn_at.is_(None),
+        or_(ConsentRow.expires_at.is_(None), ConsentRow.expires_at > at),
+    )
+    has_consent = exists().where(ConsentRow.subject_id == SubjectRow.id)
+    gallery_expired = and_(GalleryRow.expires_at.is_not(None), GalleryRow.expires_at <= at)
+    reason = case((gallery_expired, "gallery_expired"), else_="consent_ended")
+    query = (
+        select(SubjectRow, reason)
+        .join(GalleryRow, GalleryRow.id == SubjectRow.gallery_id)
+        .where(or_(gallery_expired, and_(has_consent, ~in_force)))
+        .order_by(SubjectRow.id)
+        .limit(limit)
+    )
+    return [RetentionCandidate(subject, why) for subject, why in session.execute(query)]
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _get_or_insert(
+    session: Session, find: Callable[[], _Row | None], make: Callable[[], _Row]
+) -> tuple[_Row, bool]:
+    """Return the existing row or insert a new one; a concurrent insert of the same key (unique
+    violation) is resolved by reading the winner's row instead of failing the unit of work."""
+    existing = find()
+    if existing is not None:
+        return existing, False
+    row = make()
+    if _insert(session, row):
+        return row, True
+    existing = find()
+    if existing is None:
+        raise ConflictError(f"could not store {row!r}: it conflicts with another row")
+    return existing, False
+
+
+def _insert(session: Session, row: Base) -> bool:
+    """Insert in a savepoint; False (and the transaction still usable) on a unique violation."""
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        return False
+    return True
+
+
+def _required(value: str, what: str) -> str:
+    value = value.strip()
+    if not value:
+        raise InvalidValueError(f"{what} is required")
+    return value
+
+
+def _aware(value: datetime | None, what: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise InvalidValueError(f"{what} must carry a time zone (e.g. datetime.UTC)")
+    return value
+
+
+def _box(box: Box | Sequence[float] | None) -> list[float] | None:
+    if box is None:
+        return None
+    values = [box.x1, box.y1, box.x2, box.y2] if isinstance(box, Box) else [float(v) for v in box]
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise InvalidValueError("a box is 4 finite numbers: x1, y1, x2, y2")
+    return values

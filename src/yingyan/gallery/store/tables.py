@@ -1,0 +1,193 @@
+"""ORM tables of the gallery store: galleries, subjects, templates and consents.
+
+The store is the source of truth; the vector index is a cache rebuilt from `templates`, whose
+integer primary key is the index id. Types are portable (JSON, LargeBinary, timezone-aware
+DateTime) so one hand-written migration serves SQLite and PostgreSQL, and constraint names follow
+`NAMING_CONVENTION` so later migrations can refer to them on both. Any change here needs a new
+migration in `migrations/versions/` (a test compares the two).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    false,
+    func,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+GalleryKind = Literal["enrollment", "watchlist"]
+GALLERY_KINDS: Final[tuple[GalleryKind, ...]] = ("enrollment", "watchlist")
+
+NAMING_CONVENTION: Final[dict[str, str]] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# 64-bit ids on PostgreSQL (vector index ids are int64); SQLite only auto-numbers a column
+# declared exactly INTEGER PRIMARY KEY, which is 64-bit there anyway.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend.
+
+    SQLite has no time zone type and would silently drop the offset, so values are converted
+    to UTC before storing (stored text then compares correctly) and read back as UTC-aware.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: give a timezone (e.g. datetime.UTC)")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class GalleryRow(Base):
+    """A named set of subjects enrolled for one purpose under one legal basis and one model."""
+
+    __tablename__ = "galleries"
+    __table_args__ = (
+        CheckConstraint("kind IN ('enrollment', 'watchlist')", name="kind"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    purpose: Mapped[str] = mapped_column(Text)
+    legal_basis: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    keep_images: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    min_quality: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    # Decision threshold on the similarity score; None means the model's default threshold.
+    threshold: Mapped[float | None] = mapped_column(Float)
+    # str(ModelId) every template of the gallery must come from, e.g. "dlib_resnet_v1@55533b28a958".
+    model: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+
+    def __repr__(self) -> str:
+        return f"GalleryRow(id={self.id}, name={self.name!r}, kind={self.kind!r})"
+
+
+class SubjectRow(Base):
+    """A person in one gallery, known to the caller by `external_id`."""
+
+    __tablename__ = "subjects"
+    __table_args__ = (
+        UniqueConstraint("gallery_id", "external_id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(String(255))
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    # `metadata` is reserved on declarative classes, hence the trailing underscore.
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+
+    def __repr__(self) -> str:
+        return f"SubjectRow(id={self.id}, external_id={self.external_id!r})"
+
+
+class TemplateRow(Base):
+    """One embedding of one subject; `id` is its id in the vector index.
+
+    `embedding` is written and read only through `pack_vector`/`unpack_vector` (repository), so
+    encryption at rest can be added in one place. AUTOINCREMENT on SQLite keeps ids from being
+    reused after deletes, as PostgreSQL sequences do: a stale index entry must never point at a
+    new template.
+    """
+
+    __tablename__ = "templates"
+    __table_args__ = (
+        UniqueConstraint("subject_id", "source_sha256"),
+        Index("ix_templates_gallery_id_id", "gallery_id", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"))
+    # Denormalised from the subject so index rebuilds scan one gallery without a join.
+    gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id", ondelete="CASCADE"))
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    dimension: Mapped[int] = mapped_column(Integer)
+    model_name: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(64))
+    recipe: Mapped[str] = mapped_column(String(64))
+    quality: Mapped[float] = mapped_column(Float)
+    source_sha256: Mapped[str] = mapped_column(String(64))
+    image: Mapped[bytes | None] = mapped_column(LargeBinary)
+    box: Mapped[list[float] | None] = mapped_column(JSON)  # [x1, y1, x2, y2] in source pixels
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+
+    def __repr__(self) -> str:
+        return f"TemplateRow(id={self.id}, subject_id={self.subject_id}, model={self.model_name})"
+
+
+class ConsentRow(Base):
+    """A subject's consent to one purpose: in force from `granted_at` until it expires or is
+    withdrawn. Rows are never deleted while the subject exists, so the history stays auditable."""
+
+    __tablename__ = "consents"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    subject_id: Mapped[int] = mapped_column(
+        ForeignKey("subjects.id", ondelete="CASCADE"), index=True
+    )
+    purpose: Mapped[str] = mapped_column(Text)
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reference: Mapped[str] = mapped_column(Text)  # who consented, or the document's reference
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def __repr__(self) -> str:
+        return f"ConsentRow(id={self.id}, subject_id={self.subject_id}, purpose={self.purpose!r})"
