@@ -104,7 +104,7 @@ def test_mmod_cnn_detector_finds_the_lfw_face(lfw_root: Path) -> None:
     img = load_image(lfw_root / "lfw-deepfunneled/Abel_Pacheco/Abel_Pacheco_0001.jpg")
     cnn = Engine(EngineConfig(detector="cnn", upsample=0)).detect(img)
     hog = Engine(EngineConfig()).detect(img)
-    assert len(cnn) == 1 and cnn[0].detector == "dlib-mmod"
+    assert len(cnn) == 1 and cnn[0].detector == "mmod-onnx"  # the default ONNX backend
     assert cnn[0].box.iou(hog[0].box) > 0.5
 
 

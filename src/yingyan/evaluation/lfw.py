@@ -11,6 +11,7 @@ guarantees a centred face), and the count of such images is reported.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,6 +107,35 @@ def extract_one(engine: Engine, path: str) -> ImageResult:
         )
     except YingyanError as exc:
         return ImageResult(None, False, exc.message)
+
+
+def extract_images(
+    root: Path,
+    names: list[str],
+    config: EngineConfig,
+    *,
+    known: Mapping[str, ImageResult] | None = None,
+    workers: int | None = None,
+    show_progress: bool = True,
+) -> dict[str, ImageResult]:
+    """`extract_one` for every image named relative to the image folder, reusing `known`
+    results (extracted with the same config) so that several protocols embed each image once."""
+    images = image_dir(root)
+    missing = [n for n in names if not (images / n).is_file()]
+    if missing:
+        raise DatasetError(f"{len(missing)} LFW images missing under {images}, e.g. {missing[0]}")
+    known = known or {}
+    todo = [n for n in names if n not in known]
+    results = map_images(
+        extract_one,
+        [str(images / n) for n in todo],
+        config.with_(centre_fallback=True, keep_chips=True),
+        workers=workers,
+        description="LFW images",
+        show_progress=show_progress,
+    )
+    fresh = dict(zip(todo, results, strict=True))
+    return {n: known[n] if n in known else fresh[n] for n in names}
 
 
 @dataclass
@@ -210,6 +240,7 @@ def run_lfw(
     pairs_file: Path,
     config: EngineConfig,
     *,
+    known: Mapping[str, ImageResult] | None = None,
     workers: int | None = None,
     show_progress: bool = True,
 ) -> LfwReport:
@@ -217,21 +248,12 @@ def run_lfw(
     'plain' (one pass), 'flip' (chip + mirror averaged), 'flip+jitterK' (with K jittered views,
     when configured) and 'plain-euclidean-raw' (dlib's own distance on unnormalised
     descriptors, for reference). The configured recipe comes first."""
-    images = image_dir(root)
     pairs = read_pairs(pairs_file)
     names = sorted({p.a for p in pairs} | {p.b for p in pairs})
-    missing = [n for n in names if not (images / n).is_file()]
-    if missing:
-        raise DatasetError(f"{len(missing)} LFW images missing under {images}, e.g. {missing[0]}")
-    cfg = config.with_(centre_fallback=True, keep_chips=True)
-    results = map_images(
-        extract_one,
-        [str(images / n) for n in names],
-        cfg,
-        workers=workers,
-        description="LFW images",
-        show_progress=show_progress,
+    extracted = extract_images(
+        root, names, config, known=known, workers=workers, show_progress=show_progress
     )
+    results = [extracted[n] for n in names]
     views = {n: r.views for n, r in zip(names, results, strict=True) if r.views is not None}
     k = config.jitter + 1  # views per side (original, mirrored)
     plain = {n: normalise(v[0]) for n, v in views.items()}

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from yingyan.batch import map_images
 from yingyan.config import EngineConfig
 from yingyan.embedding import recipe_name
 from yingyan.engine import Engine
 from yingyan.errors import DatasetError
 from yingyan.evaluation import metrics
-from yingyan.evaluation.lfw import extract_one, image_dir
+from yingyan.evaluation.lfw import ImageResult, extract_images, image_dir
 from yingyan.gallery.service import EnrollItem, GalleryService
 from yingyan.gallery.store import create_gallery
 from yingyan.types import Template
@@ -71,23 +71,21 @@ def run_identification(
     service: GalleryService,
     *,
     gallery: str = "lfw",
+    known: Mapping[str, ImageResult] | None = None,
     workers: int | None = None,
     show_progress: bool = True,
 ) -> IdentificationReport:
     """Embed every LFW image once (most central face, centre box if none), enrol the gallery
     images through the gallery service, identify every probe, and report rank-k rates."""
     proto = identification_protocol(root)
-    paths = [str(p) for _, p in proto.gallery + proto.probes]
+    images = image_dir(root)
+    names = [p.relative_to(images).as_posix() for _, p in proto.gallery + proto.probes]
     start = time.perf_counter()
-    results = map_images(
-        extract_one,
-        paths,
-        config.with_(centre_fallback=True, keep_chips=True),
-        workers=workers,
-        description="LFW images",
-        show_progress=show_progress,
+    extracted = extract_images(
+        root, names, config, known=known, workers=workers, show_progress=show_progress
     )
-    failed = [p for p, r in zip(paths, results, strict=True) if r.views is None]
+    results = [extracted[n] for n in names]
+    failed = [n for n, r in zip(names, results, strict=True) if r.views is None]
     if failed:
         raise DatasetError(f"{len(failed)} LFW images could not be read, e.g. {failed[0]}")
     model = Engine(config).model_id
