@@ -14,6 +14,8 @@ from sqlalchemy import URL, create_engine, make_url
 from sqlalchemy.exc import OperationalError
 
 from yingyan import Engine, EngineConfig, load_image
+from yingyan.evaluation.lfw import ImageResult, extract_images, image_dir
+from yingyan.evaluation.lfw_identification import identification_protocol
 from yingyan.gallery.store import Database, open_database
 from yingyan.types import RGBImage
 
@@ -44,6 +46,16 @@ def stills() -> Path:
 @pytest.fixture(scope="session")
 def lfw_root() -> Path:
     return shared_path("datasets", "lfw")
+
+
+@pytest.fixture(scope="session")
+def lfw_extracted(lfw_root: Path) -> dict[str, ImageResult]:
+    """Every LFW image (13,233) extracted once with the default engine, shared by the LFW
+    verification and identification tests so that CI embeds each image only once."""
+    proto = identification_protocol(lfw_root)
+    images = image_dir(lfw_root)
+    names = [p.relative_to(images).as_posix() for _, p in proto.gallery + proto.probes]
+    return extract_images(lfw_root, names, EngineConfig(), show_progress=False)
 
 
 @pytest.fixture(scope="session")

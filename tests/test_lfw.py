@@ -9,7 +9,7 @@ import pytest
 from yingyan import EngineConfig
 from yingyan.comparison import default_threshold
 from yingyan.errors import DatasetError
-from yingyan.evaluation.lfw import read_pairs, run_lfw
+from yingyan.evaluation.lfw import ImageResult, read_pairs, run_lfw
 
 
 def test_reads_view2_folds(lfw_root: Path) -> None:
@@ -35,9 +35,12 @@ def test_malformed_pairs_files_are_rejected(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_dev_split_accuracy_at_the_frozen_threshold(lfw_root: Path) -> None:
+def test_dev_split_accuracy_at_the_frozen_threshold(
+    lfw_root: Path, lfw_extracted: dict[str, ImageResult]
+) -> None:
     """pairsDevTest (1,000 pairs) at the threshold tuned on pairsDevTrain: >= 98.5%."""
-    report = run_lfw(lfw_root, lfw_root / "pairsDevTest.txt", EngineConfig(), show_progress=False)
+    pairs = lfw_root / "pairsDevTest.txt"
+    report = run_lfw(lfw_root, pairs, EngineConfig(), known=lfw_extracted, show_progress=False)
     assert report.n_pairs == 1000 and report.failed_images == []
     flip = report.variants[0]
     assert flip.name == "flip"
@@ -47,9 +50,12 @@ def test_dev_split_accuracy_at_the_frozen_threshold(lfw_root: Path) -> None:
 
 
 @pytest.mark.slow
-def test_view2_ten_fold_accuracy_with_the_fast_backend(lfw_root: Path) -> None:
+def test_view2_ten_fold_accuracy_with_the_fast_backend(
+    lfw_root: Path, lfw_extracted: dict[str, ImageResult]
+) -> None:
     """All 6,000 pairs of pairs.txt, default engine (ONNX backend, flip TTA): >= 98.7%."""
-    report = run_lfw(lfw_root, lfw_root / "pairs.txt", EngineConfig(), show_progress=False)
+    pairs = lfw_root / "pairs.txt"
+    report = run_lfw(lfw_root, pairs, EngineConfig(), known=lfw_extracted, show_progress=False)
     assert report.n_pairs == 6000 and report.n_images == 7701 and report.failed_images == []
     flip, plain = report.variants[0], report.variants[1]
     assert (flip.name, plain.name) == ("flip", "plain")
