@@ -395,3 +395,14 @@ def test_open_index_refuses_bad_configuration(tmp_path: Path) -> None:
         open_index("milvus", tmp_path / "m.db", DIM, model=MODEL)
     with pytest.raises(VectorIndexError, match="no file"):
         open_index("flat", None, DIM, model=MODEL).save()
+
+
+def test_milvus_uri_credentials_become_the_token() -> None:
+    from yingyan.gallery.index.milvus_index import split_credentials
+
+    assert split_credentials("http://u:p@milvus.example:19530") == (
+        "http://milvus.example:19530",
+        "u:p",
+    )
+    assert split_credentials("https://milvus:19530/db") == ("https://milvus:19530/db", "")
+    assert split_credentials("/data/milvus.db") == ("/data/milvus.db", "")

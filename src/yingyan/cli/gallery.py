@@ -36,7 +36,12 @@ DbUrlOpt = Annotated[
         "--database-url", help="SQLAlchemy URL [env YINGYAN_DATABASE_URL; default SQLite]"
     ),
 ]
-IndexOpt = Annotated[str, typer.Option("--index", help="flat, flat16, ivf, hnsw, milvus")]
+IndexOpt = Annotated[
+    str,
+    typer.Option(
+        "--index", help="flat, flat16, ivf, hnsw, milvus [milvus: env YINGYAN_MILVUS_URI]"
+    ),
+]
 GalleryOpt = Annotated[str, typer.Option("--gallery", "-g", help="gallery name")]
 
 
@@ -59,7 +64,9 @@ def open_service(
 
     folder = data_dir(data)
     url = url or os.environ.get("YINGYAN_DATABASE_URL")
-    milvus = str(folder / "milvus.db") if index == "milvus" else None
+    milvus = None
+    if index == "milvus":  # a Milvus server, or Milvus Lite on a file in the data folder
+        milvus = os.environ.get("YINGYAN_MILVUS_URI") or str(folder / "milvus.db")
     with open_database(url, folder) as db:
         service = GalleryService(db, folder / "index", IndexSpec(kind=index), milvus)  # type: ignore[arg-type]
         try:

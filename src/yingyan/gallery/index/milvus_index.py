@@ -11,8 +11,9 @@ Milvus Lite (tests, a laptop): `open_index(IndexSpec(kind="milvus"), "gallery.db
 an embedded Milvus Lite on that file (one process per file; it takes a file lock). It supports
 FLAT, IVF_FLAT, IVF_SQ8, HNSW and HNSW_SQ; FLAT (exact) is the default here.
 
-A Milvus cluster (standalone or distributed): build the client yourself, so credentials stay
-with the caller's settings, and pass it in:
+A Milvus cluster (standalone or distributed): give its URI (the CLI reads YINGYAN_MILVUS_URI,
+e.g. `http://user:password@milvus.example:19530`, credentials passed as the token), or build
+the client yourself and pass it in:
 
     client = MilvusClient(uri="https://milvus.example:19530", token="user:password")
     index = open_index(
@@ -268,8 +269,22 @@ class MilvusIndex:
         return {}
 
 
+def split_credentials(uri: str) -> tuple[str, str]:
+    """(uri, token): a server URI may carry credentials before the host
+    (`http://user:password@milvus:19530`); Milvus takes them as a separate token."""
+    if "://" not in uri:
+        return uri, ""  # a Milvus Lite file
+    scheme, rest = uri.split("://", 1)
+    authority, slash, path = rest.partition("/")
+    if "@" not in authority:
+        return uri, ""
+    token, host = authority.rsplit("@", 1)
+    return f"{scheme}://{host}{slash}{path}", token
+
+
 def _connect(uri: str) -> MilvusClient:
+    uri, token = split_credentials(uri)
     try:
-        return MilvusClient(uri)
+        return MilvusClient(uri, token=token)
     except Exception as exc:  # pymilvus raises several unrelated types for a failed start
         raise VectorIndexError(f"cannot open Milvus at {uri}: {exc}") from exc
