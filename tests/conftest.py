@@ -59,6 +59,11 @@ def lfw_extracted(lfw_root: Path) -> dict[str, ImageResult]:
 
 
 @pytest.fixture(scope="session")
+def utkface_root() -> Path:
+    return shared_path("datasets", "utkface-balanced")
+
+
+@pytest.fixture(scope="session")
 def yunet_model() -> Path:
     return shared_path("models", "yunet", "face_detection_yunet_2023mar.onnx")
 

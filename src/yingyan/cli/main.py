@@ -255,6 +255,49 @@ def eval_lfw(
         out.print(f"DET plot written to {det_plot}")
 
 
+@eval_app.command("fairness")
+@handles_errors
+def eval_fairness(
+    dataset: Annotated[str, typer.Option(help="utkface, lfw-gender or csv")],
+    root: Annotated[Path, typer.Option(help="the dataset folder, or the labels CSV")],
+    out_dir: Annotated[Path, typer.Option(help="where report.html/json and the plot go")],
+    detector: DetectorOpt = "hog",
+    yunet_model: YunetOpt = None,
+    targets: Annotated[str, typer.Option(help="target FMRs, comma-separated")] = "1e-3,1e-4",
+    workers: Annotated[int | None, typer.Option(help="worker processes (default all)")] = None,
+) -> None:
+    """Error rates per demographic group of a labelled image set: failure to acquire, quality,
+    same-group FMR at global thresholds, FNMR where identities exist, worst/best ratios."""
+    from yingyan.evaluation.fairness import acquire_all, build_report, read_dataset
+    from yingyan.evaluation.fairness_report import write_report
+
+    try:
+        fmrs = [float(t) for t in targets.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"not a list of numbers: {targets!r}") from None
+    if not all(0 < t < 1 for t in fmrs):
+        raise typer.BadParameter("target FMRs must be between 0 and 1")
+    config = engine_config(detector, None, yunet_model)
+    images = read_dataset(dataset, root)
+    acquired = acquire_all(images, config, workers=workers)
+    report, curves = build_report(dataset, images, acquired, targets=fmrs)
+    report.engine.update(Engine(config).describe())
+    page = write_report(report, curves, out_dir)
+    table = Table("group", "images", "FTA", *[f"FMR@{t}" for t in report.thresholds])
+    for g in report.groups:
+        table.add_row(
+            g.group, str(g.images), f"{100 * g.fta:.1f}%", *[f"{v:.2e}" for v in g.fmr.values()]
+        )
+    out.print(table)
+    for d in report.differentials:
+        out.print(
+            f"FMR {d.target:g}: worst/best {d.ratio:.1f}x (95% CI {d.low:.1f}-{d.high:.1f}), "
+            f"worst {d.worst}, best {d.best}",
+            markup=False,
+        )
+    out.print(f"failure to acquire worst/best: {report.fta_ratio:.2f}x; report: {page}")
+
+
 @models_app.command("convert")
 @handles_errors
 def models_convert(
