@@ -22,6 +22,7 @@ from yingyan.evaluation.fairness import (
     pair_mask,
     read_dataset,
     read_labels_csv,
+    worst_group_threshold,
 )
 from yingyan.evaluation.fairness_report import write_report
 
@@ -116,3 +117,113 @@ def test_utkface_baseline_shows_the_differential(tmp_path: Path, utkface_root: P
     assert by["Black male"].fta > by["White male"].fta
     assert d.ratio > 10 and d.worst == "Asian female"  # the problem issue 6 names
     assert write_report(report, curves, tmp_path).is_file()
+
+
+def test_worst_group_threshold_holds_for_every_group() -> None:
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal(16)
+    tight = [base + 0.3 * rng.standard_normal(16) for _ in range(40)]
+    loose = [rng.standard_normal(16) for _ in range(40)]
+    vecs = _unit([list(v) for v in tight + loose])
+    images = [LabelledImage(Path(f"{i}.jpg"), "tight" if i < 40 else "loose") for i in range(80)]
+    result = worst_group_threshold(images, [Acquired(v, 0.5) for v in vecs], 0.01)
+    assert result.worst_group == "tight"
+    assert all(f <= 0.01 for f in result.group_fmr.values())
+    assert result.pairs == {"tight": 780, "loose": 780}
+    # any lower threshold breaks the target for the binding group
+    scores = (vecs[:40] @ vecs[:40].T)[np.triu_indices(40, 1)]
+    assert np.mean(scores >= result.threshold - 1e-5) > 0.01
+
+
+@pytest.mark.slow
+def test_mitigation_fitted_on_one_half_narrows_the_other(utkface_root: Path) -> None:
+    """Fair-score normalisation fitted on half 0 (no labels used), evaluated on half 1."""
+    from yingyan.calibration import fit_profile
+
+    acquired: dict[int, list[Acquired]] = {}
+    images = {h: read_dataset("utkface", utkface_root, h) for h in (0, 1)}
+    assert not {im.path for im in images[0]} & {im.path for im in images[1]}
+    for h in (0, 1):
+        acquired[h] = acquire_all(images[h], EngineConfig(), show_progress=False)
+    reference = np.stack([a.vector for a in acquired[0] if a.vector is not None])
+    profile = fit_profile(reference, model="dlib", name="utk-half0", clusters=40)
+    base, _ = build_report("half 1", images[1], acquired[1], replicates=0)
+    fair, _ = build_report("half 1", images[1], acquired[1], score=profile.scores, replicates=0)
+    b, f = base.differentials[0].ratio, fair.differentials[0].ratio
+    print(f"UTKFace half 1, FMR@1e-3 worst/best: baseline {b:.1f}x, fair-score {f:.2f}x")
+    assert f < b / 10
+
+
+def test_calibrate_and_fairness_cli(tmp_path: Path, utkface_root: Path) -> None:
+    """The three commands on 60 labelled UTKFace images given as a CSV."""
+    from typer.testing import CliRunner
+
+    from yingyan.cli.main import app
+
+    files = (
+        sorted(utkface_root.glob("*_0_1_*.jpg"))[:30] + sorted(utkface_root.glob("*_0_2_*"))[:30]
+    )
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "path,group\n"
+        + "".join(f"{f},{'Black' if '_0_1_' in f.name else 'Asian'} male\n" for f in files)
+    )
+    run = CliRunner().invoke
+    common = ["--dataset", "csv", "--root", str(labels), "--workers", "1"]
+    r = run(
+        app, ["calibrate", "fit", *common, "--clusters", "2", "--out", str(tmp_path / "p.json")]
+    )
+    assert r.exit_code == 0, r.output
+    profile = json.loads((tmp_path / "p.json").read_text())
+    assert profile["clusters"] == 2 and profile["fitted_on"]["templates"] >= 55
+    r = run(
+        app,
+        [
+            "calibrate",
+            "threshold",
+            *common,
+            "--target-fmr",
+            "0.01",
+            "--calibration",
+            str(tmp_path / "p.json"),
+            "--out",
+            str(tmp_path / "t.json"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    record = json.loads((tmp_path / "t.json").read_text())
+    assert all(f <= 0.01 for f in record["group_fmr"].values())
+    assert record["calibration"]["version"] == profile["version"]
+    r = run(
+        app,
+        [
+            "eval",
+            "fairness",
+            *common,
+            "--targets",
+            "0.01",
+            "--calibration",
+            str(tmp_path / "p.json"),
+            "--out-dir",
+            str(tmp_path / "rep"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["normalisation"].startswith("fair-score p v")
+    assert {g["group"] for g in report["groups"]} == {"Black male", "Asian male"}
+    r = run(
+        app,
+        [
+            "calibrate",
+            "fit",
+            *common,
+            "--clusters",
+            "2",
+            "--out",
+            str(tmp_path / "p.json"),
+            "--half",
+            "3",
+        ],
+    )
+    assert r.exit_code == 2 and "half must be 0 or 1" in r.output

@@ -264,6 +264,10 @@ def eval_fairness(
     detector: DetectorOpt = "hog",
     yunet_model: YunetOpt = None,
     targets: Annotated[str, typer.Option(help="target FMRs, comma-separated")] = "1e-3,1e-4",
+    half: Annotated[int | None, typer.Option(help="only one fixed half (0 or 1)")] = None,
+    calibration: Annotated[
+        Path | None, typer.Option(help="fair-score profile to normalise scores with")
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="worker processes (default all)")] = None,
 ) -> None:
     """Error rates per demographic group of a labelled image set: failure to acquire, quality,
@@ -278,9 +282,19 @@ def eval_fairness(
     if not all(0 < t < 1 for t in fmrs):
         raise typer.BadParameter("target FMRs must be between 0 and 1")
     config = engine_config(detector, None, yunet_model)
-    images = read_dataset(dataset, root)
+    images = read_dataset(dataset, root, half)
+    name = dataset if half is None else f"{dataset} (half {half})"
     acquired = acquire_all(images, config, workers=workers)
-    report, curves = build_report(dataset, images, acquired, targets=fmrs)
+    if calibration is not None:
+        from yingyan.calibration import load_profile
+
+        profile = load_profile(calibration)
+        normalisation = f"fair-score {profile.name} v{profile.version}"
+        report, curves = build_report(
+            name, images, acquired, targets=fmrs, score=profile.scores, normalisation=normalisation
+        )
+    else:
+        report, curves = build_report(name, images, acquired, targets=fmrs)
     report.engine.update(Engine(config).describe())
     page = write_report(report, curves, out_dir)
     table = Table("group", "images", "FTA", *[f"FMR@{t}" for t in report.thresholds])
@@ -398,9 +412,10 @@ def demo() -> None:
     )
 
 
-from yingyan.cli.gallery import register  # noqa: E402  (after the shared helpers above)
+from yingyan.cli import calibrate, gallery  # noqa: E402  (after the shared helpers above)
 
-register(app)
+gallery.register(app)
+calibrate.register(app)
 
 if __name__ == "__main__":
     app()

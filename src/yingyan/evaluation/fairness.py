@@ -14,6 +14,7 @@ half an error, 0.5 / pairs, and the floor is reported with the figure.
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -368,14 +369,28 @@ def _pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
-def read_dataset(kind: str, root: Path) -> list[LabelledImage]:
-    """`utkface` (a folder), `lfw-gender` (the LFW folder) or `csv` (a labels file)."""
+def read_dataset(kind: str, root: Path, half: int | None = None) -> list[LabelledImage]:
+    """`utkface` (a folder), `lfw-gender` (the LFW folder) or `csv` (a labels file); `half`
+    (0 or 1) keeps one of two fixed, disjoint halves, so that a calibration fitted on one half
+    is evaluated on the other."""
     readers = {"utkface": read_utkface, "lfw-gender": read_lfw_gender, "csv": read_labels_csv}
     if kind not in readers:
         raise DatasetError(f"unknown dataset kind {kind!r}: choose {', '.join(readers)}")
     if not root.exists():
         raise DatasetError(f"{root} does not exist")
-    return readers[kind](root)
+    images = readers[kind](root)
+    if half is None:
+        return images
+    if half not in (0, 1):
+        raise DatasetError(f"half must be 0 or 1, not {half}")
+    return [im for im in images if split_half(im) == half]
+
+
+def split_half(image: LabelledImage) -> int:
+    """0 or 1 from a hash of the identity (or the file name when there is none): all images of
+    one person fall in the same half."""
+    key = image.identity or image.path.name
+    return int(hashlib.sha256(key.encode()).hexdigest(), 16) % 2
 
 
 def acquire_all(
@@ -390,4 +405,47 @@ def acquire_all(
     paths = [str(im.path) for im in images]
     return map_images(
         acquire, paths, config, workers=workers, description="faces", show_progress=show_progress
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class GroupThreshold:
+    threshold: float
+    worst_group: str  # the group that sets it
+    group_fmr: dict[str, float]  # each group's same-group FMR at the threshold
+    pairs: dict[str, int]
+
+
+def worst_group_threshold(
+    images: list[LabelledImage],
+    acquired: list[Acquired],
+    target_fmr: float,
+    *,
+    score: ScoreFn | None = None,
+    max_group_images: int = 1500,
+    seed: int = 0,
+) -> GroupThreshold:
+    """The lowest threshold meeting the target FMR on every group's same-group impostor
+    pairs: the maximum of the per-group thresholds."""
+    from yingyan.evaluation.metrics import fmr_at, threshold_at_fmr
+
+    score = score or cosine
+    rng = np.random.default_rng(seed)
+    per_group: dict[str, Vectors] = {}
+    for g in sorted({im.group for im in images}):
+        idx = [i for i, im in enumerate(images) if im.group == g and acquired[i].vector is not None]
+        if len(idx) > max_group_images:
+            idx = sorted(rng.choice(idx, max_group_images, replace=False).tolist())
+        if len(idx) < 2:
+            raise DatasetError(f"group {g!r} has fewer than two acquired faces")
+        vec = _stack([acquired[i] for i in idx])
+        per_group[g] = impostor_scores(vec, [images[i].identity for i in idx], score)
+    thresholds = {g: threshold_at_fmr(s, target_fmr) for g, s in per_group.items()}
+    worst = max(thresholds, key=thresholds.__getitem__)
+    t = thresholds[worst]
+    return GroupThreshold(
+        t,
+        worst,
+        {g: fmr_at(s, t) for g, s in per_group.items()},
+        {g: int(s.size) for g, s in per_group.items()},
     )

@@ -1,0 +1,131 @@
+"""`yingyan calibrate`: fit a label-free fair-score profile, and pick a threshold that holds
+for the worst measured group."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+
+from yingyan.cli.options import DetectorOpt, YunetOpt, engine_config, handles_errors
+
+calibrate_app = typer.Typer(help="Score calibration: fairness profiles, thresholds.")
+out = Console()
+
+DatasetOpt = Annotated[str, typer.Option(help="utkface, lfw-gender or csv")]
+RootOpt = Annotated[Path, typer.Option(help="the dataset folder, or the labels CSV")]
+HalfOpt = Annotated[int | None, typer.Option(help="only one fixed half (0 or 1)")]
+WorkersOpt = Annotated[int | None, typer.Option(help="worker processes (default all)")]
+
+
+@calibrate_app.command("fit")
+@handles_errors
+def fit(
+    dataset: DatasetOpt,
+    root: RootOpt,
+    out_file: Annotated[Path, typer.Option("--out", help="profile file to write (JSON)")],
+    half: HalfOpt = None,
+    clusters: Annotated[int, typer.Option(min=2, max=1000)] = 40,
+    target_fmr: Annotated[float, typer.Option(min=1e-6, max=0.5)] = 1e-3,
+    name: Annotated[str | None, typer.Option(help="profile name (default: the file stem)")] = None,
+    detector: DetectorOpt = "hog",
+    yunet_model: YunetOpt = None,
+    workers: WorkersOpt = None,
+) -> None:
+    """Fit a fair-score normalisation on reference images of different people. Labels in
+    the data are ignored: only templates are used."""
+    from yingyan.calibration import fit_profile
+    from yingyan.engine import Engine
+    from yingyan.evaluation.fairness import acquire_all, read_dataset
+
+    config = engine_config(detector, None, yunet_model)
+    images = read_dataset(dataset, root, half)
+    acquired = acquire_all(images, config, workers=workers)
+    # one template per identity: pairs of the reference set must be impostor pairs
+    seen: set[str] = set()
+    vectors = []
+    for im, a in zip(images, acquired, strict=True):
+        if a.vector is not None and (im.identity is None or im.identity not in seen):
+            vectors.append(a.vector)
+            seen.add(im.identity or "")
+    profile = fit_profile(
+        np.stack(vectors),
+        model=str(Engine(config).model_id),
+        name=name or out_file.stem,
+        clusters=clusters,
+        target_fmr=target_fmr,
+        fitted_on={"dataset": dataset, "root": str(root), "half": half, "detector": detector},
+    )
+    profile.save(out_file)
+    out.print(
+        f"profile {profile.name} v{profile.version}: {clusters} clusters on {len(vectors)} "
+        f"templates, offsets {min(profile.deltas):+.4f}..{max(profile.deltas):+.4f} → {out_file}",
+        markup=False,
+    )
+
+
+@calibrate_app.command("threshold")
+@handles_errors
+def threshold(
+    dataset: DatasetOpt,
+    root: RootOpt,
+    target_fmr: Annotated[float, typer.Option(min=1e-7, max=0.5)] = 1e-4,
+    half: HalfOpt = None,
+    calibration: Annotated[Path | None, typer.Option(help="fair-score profile")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="write the record (JSON)")] = None,
+    detector: DetectorOpt = "hog",
+    yunet_model: YunetOpt = None,
+    workers: WorkersOpt = None,
+) -> None:
+    """The lowest threshold at which every group's same-group FMR meets the target (the
+    worst group, not the average), recorded with the data it was measured on."""
+    from yingyan.evaluation.fairness import acquire_all, read_dataset, worst_group_threshold
+
+    config = engine_config(detector, None, yunet_model)
+    images = read_dataset(dataset, root, half)
+    acquired = acquire_all(images, config, workers=workers)
+    score = None
+    profile_info: dict[str, str] | None = None
+    if calibration is not None:
+        from yingyan.calibration import load_profile
+
+        profile = load_profile(calibration)
+        score = profile.scores
+        profile_info = {"name": profile.name, "version": profile.version}
+    result = worst_group_threshold(images, acquired, target_fmr, score=score)
+    record = {
+        "threshold": result.threshold,
+        "target_fmr": target_fmr,
+        "worst_group": result.worst_group,
+        "group_fmr": result.group_fmr,
+        "pairs_per_group": result.pairs,
+        "dataset": dataset,
+        "root": str(root),
+        "half": half,
+        "calibration": profile_info,
+        "detector": detector,
+        "measured": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    out.print(
+        f"threshold {result.threshold:.4f}: FMR <= {target_fmr:g} in every group "
+        f"(binding group: {result.worst_group})",
+        markup=False,
+    )
+    if min(result.pairs.values()) * target_fmr < 1:
+        out.print(
+            f"warning: the smallest group has {min(result.pairs.values())} impostor pairs, "
+            f"fewer than 1/{target_fmr:g}: the threshold is set by its top score",
+            markup=False,
+        )
+    if out_file is not None:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(json.dumps(record, indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(calibrate_app, name="calibrate")
