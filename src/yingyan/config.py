@@ -8,8 +8,8 @@ from typing import Literal
 
 from yingyan.errors import ConfigError
 
-DetectorName = Literal["hog", "cnn", "yunet"]
-DETECTORS: tuple[str, ...] = ("hog", "cnn", "yunet")
+DetectorName = Literal["hog", "cnn", "yunet", "hog+cnn"]
+DETECTORS: tuple[str, ...] = ("hog", "cnn", "yunet", "hog+cnn")
 BackendName = Literal["onnx", "dlib"]
 BACKENDS: tuple[str, ...] = ("onnx", "dlib")
 MAX_JITTER = 8

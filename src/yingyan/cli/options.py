@@ -21,7 +21,12 @@ R = TypeVar("R")
 stderr = Console(stderr=True)
 
 DetectorOpt = Annotated[
-    str, typer.Option("--detector", "-d", help="hog (fast), cnn (dlib MMOD), yunet (ONNX)")
+    str,
+    typer.Option(
+        "--detector",
+        "-d",
+        help="hog (fast), cnn (dlib MMOD), hog+cnn (CNN where HOG finds none), yunet (ONNX)",
+    ),
 ]
 UpsampleOpt = Annotated[
     int | None,

@@ -19,6 +19,12 @@ class Detector(Protocol):
 
 def make_detector(config: EngineConfig) -> Detector:
     """Build the configured backend; model files load lazily on first use."""
+    if config.detector == "hog+cnn":
+        from yingyan.detection.cascade import CascadeDetector
+
+        return CascadeDetector(
+            make_detector(config.with_(detector="hog")), make_detector(config.with_(detector="cnn"))
+        )
     if config.detector == "hog":
         from yingyan.detection.dlib_hog import HogDetector
 
