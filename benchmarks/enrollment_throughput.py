@@ -24,7 +24,7 @@ from pathlib import Path
 from _common import lfw_images
 
 BASELINE = """
-import sqlite3, sys, dlib, face_recognition_models as m
+import sqlite3, sys, dlib, numpy as np, face_recognition_models as m
 db = sqlite3.connect(sys.argv[1])
 db.execute("create table templates (external_id text, descriptor blob)")
 detector = dlib.get_frontal_face_detector()
@@ -38,7 +38,7 @@ for line in open(sys.argv[2]).read().splitlines()[1:]:
     if len(boxes) != 1:
         continue
     d = rec.compute_face_descriptor(img, sp(img, boxes[0]))
-    db.execute("insert into templates values (?, ?)", (external_id, bytes(memoryview(d))))
+    db.execute("insert into templates values (?, ?)", (external_id, np.array(d, np.float32).tobytes()))
     db.commit()
     enrolled += 1
 print(enrolled)

@@ -342,6 +342,8 @@ def build_report(
         for t in targets
     ]
     ftas = [floored_rate(s.failures_to_acquire, s.images) for s in stats]
+    if not any(s.failures_to_acquire for s in stats):
+        ftas = [1.0]  # no failure anywhere: no differential (not a ratio of group sizes)
     report = FairnessReport(
         dataset, normalisation, thresholds, stats, differentials, max(ftas) / min(ftas)
     )
