@@ -38,7 +38,8 @@ for line in open(sys.argv[2]).read().splitlines()[1:]:
     if len(boxes) != 1:
         continue
     d = rec.compute_face_descriptor(img, sp(img, boxes[0]))
-    db.execute("insert into templates values (?, ?)", (external_id, np.array(d, np.float32).tobytes()))
+    blob = np.array(d, np.float32).tobytes()
+    db.execute("insert into templates values (?, ?)", (external_id, blob))
     db.commit()
     enrolled += 1
 print(enrolled)
