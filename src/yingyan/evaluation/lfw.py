@@ -248,6 +248,7 @@ def run_lfw(
     'plain' (one pass), 'flip' (chip + mirror averaged), 'flip+jitterK' (with K jittered views,
     when configured) and 'plain-euclidean-raw' (dlib's own distance on unnormalised
     descriptors, for reference). The configured recipe comes first."""
+    image_dir(root)  # a wrong root is reported as such before the pairs file is looked for
     pairs = read_pairs(pairs_file)
     names = sorted({p.a for p in pairs} | {p.b for p in pairs})
     extracted = extract_images(
