@@ -227,3 +227,13 @@ def test_calibrate_and_fairness_cli(tmp_path: Path, utkface_root: Path) -> None:
         ],
     )
     assert r.exit_code == 2 and "half must be 0 or 1" in r.output
+
+
+def test_bootstrap_never_counts_one_persons_images_as_impostors() -> None:
+    """Same-person pairs score 0.9, impostors 0.1: at 0.5 there is no false match in any
+    group, in the data or in any bootstrap sample (identities resampled with all images)."""
+    ids: list[str | None] = ["a", "a", "b", "b", "c", "c"]
+    same = np.array([[x == y for y in ids] for x in ids])
+    s = np.where(same, 0.9, 0.1)
+    d = fmr_differential({"A": s, "B": s.copy()}, {"A": ids, "B": ids}, 0.5, 1e-3, replicates=50)
+    assert (d.ratio, d.low, d.high) == (1.0, 1.0, 1.0)

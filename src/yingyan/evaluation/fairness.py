@@ -133,12 +133,16 @@ def cosine(a: Vectors, b: Vectors) -> npt.NDArray[np.float64]:
     return (a.astype(np.float64) @ b.astype(np.float64).T).astype(np.float64)
 
 
-def pair_mask(identities: Sequence[str | None]) -> npt.NDArray[np.bool_]:
-    """Upper-triangle mask of impostor pairs: different identities (None: always different)."""
-    n = len(identities)
-    ids = np.array([f"\0{i}" if x is None else x for i, x in enumerate(identities)])
+def pair_mask(
+    identities: Sequence[str | None], images: Sequence[int] | None = None
+) -> npt.NDArray[np.bool_]:
+    """Upper-triangle mask of impostor pairs: different people. Without an identity an image
+    is its own person; `images` (default: positions) names the image, so that copies of one
+    image drawn by a bootstrap are the same person, never an impostor pair."""
+    images = range(len(identities)) if images is None else images
+    ids = np.array([f"\0{i}" if x is None else x for x, i in zip(identities, images, strict=True)])
     mask: npt.NDArray[np.bool_] = np.triu(ids[:, None] != ids[None, :], k=1)
-    return mask & np.triu(np.ones((n, n), bool), k=1)
+    return mask
 
 
 def impostor_scores(vectors: Vectors, identities: Sequence[str | None], score: ScoreFn) -> Vectors:
@@ -167,6 +171,16 @@ def floored_rate(errors: int, pairs: int) -> float:
     return max(errors, 0.5) / pairs if pairs else math.nan
 
 
+def worst_best(counts: dict[str, tuple[int, int]]) -> tuple[float, str, str]:
+    """(ratio, worst, best) of groups' (errors, trials): rates floored at half an error; no
+    error in any group is no differential (1.0), not a ratio of group sizes."""
+    rates = {g: floored_rate(e, n) for g, (e, n) in counts.items()}
+    worst, best = max(rates, key=rates.__getitem__), min(rates, key=rates.__getitem__)
+    if not any(e for e, _ in counts.values()):
+        return 1.0, worst, best
+    return rates[worst] / rates[best], worst, best
+
+
 @dataclass(frozen=True, slots=True)
 class Differential:
     """Worst/best group FMR ratio at one target, with its bootstrap 95% interval."""
@@ -190,24 +204,24 @@ def fmr_differential(
 ) -> Differential:
     """The ratio from each group's square score matrix, and its interval from resampling each
     group's images (identities, when known) with replacement."""
-    rates = {}
-    for g, s in scores_by_group.items():
-        mask = pair_mask(identities_by_group[g])
-        rates[g] = floored_rate(int(np.sum(s[mask] >= threshold)), int(mask.sum()))
-    worst, best = max(rates, key=rates.__getitem__), min(rates, key=rates.__getitem__)
+
+    def false_matches(s: npt.NDArray[np.float64], mask: npt.NDArray[np.bool_]) -> tuple[int, int]:
+        return int(np.sum(s[mask] >= threshold)), int(mask.sum())
+
+    ratio, worst, best = worst_best(
+        {g: false_matches(s, pair_mask(identities_by_group[g])) for g, s in scores_by_group.items()}
+    )
     rng = np.random.default_rng(seed)
     ratios = []
     for _ in range(replicates):
         boot = {}
         for g, s in scores_by_group.items():
             take = _resample(identities_by_group[g], rng)
-            sub, ids = s[np.ix_(take, take)], [identities_by_group[g][i] for i in take]
-            # resampled copies of one image are the same person, never an impostor pair
-            mask = pair_mask([f"{x}\0{i}" if x else str(i) for x, i in zip(ids, take, strict=True)])
-            boot[g] = floored_rate(int(np.sum(sub[mask] >= threshold)), int(mask.sum()))
-        ratios.append(max(boot.values()) / min(boot.values()))
+            ids = [identities_by_group[g][i] for i in take]
+            boot[g] = false_matches(s[np.ix_(take, take)], pair_mask(ids, take.tolist()))
+        ratios.append(worst_best(boot)[0])
     low, high = np.percentile(ratios, [2.5, 97.5]) if ratios else (math.nan, math.nan)
-    return Differential(target, rates[worst] / rates[best], float(low), float(high), worst, best)
+    return Differential(target, ratio, float(low), float(high), worst, best)
 
 
 def _resample(identities: list[str | None], rng: np.random.Generator) -> npt.NDArray[np.int64]:
@@ -341,12 +355,8 @@ def build_report(
         )
         for t in targets
     ]
-    ftas = [floored_rate(s.failures_to_acquire, s.images) for s in stats]
-    if not any(s.failures_to_acquire for s in stats):
-        ftas = [1.0]  # no failure anywhere: no differential (not a ratio of group sizes)
-    report = FairnessReport(
-        dataset, normalisation, thresholds, stats, differentials, max(ftas) / min(ftas)
-    )
+    fta_ratio = worst_best({s.group: (s.failures_to_acquire, s.images) for s in stats})[0]
+    report = FairnessReport(dataset, normalisation, thresholds, stats, differentials, fta_ratio)
     return report, curves
 
 
