@@ -27,6 +27,8 @@ from yingyan.config import EngineConfig
 from yingyan.detection import most_central
 from yingyan.engine import Engine
 from yingyan.errors import DatasetError, YingyanError
+from yingyan.evaluation.lfw import image_dir
+from yingyan.evaluation.metrics import fmr_at, threshold_at_fmr
 
 Vectors = npt.NDArray[np.float32]
 ScoreFn = Callable[[Vectors, Vectors], npt.NDArray[np.float64]]
@@ -59,8 +61,6 @@ def read_utkface(root: Path) -> list[LabelledImage]:
 def read_lfw_gender(root: Path) -> list[LabelledImage]:
     """LFW images with the per-image gender lists (`gender/{male,female}_names.txt`); images
     listed under both are left out. Identity is the person's folder."""
-    from yingyan.evaluation.lfw import image_dir
-
     images = image_dir(root)
     lists = {g: root / "gender" / f"{g}_names.txt" for g in ("male", "female")}
     if not all(p.is_file() for p in lists.values()):
@@ -130,7 +130,8 @@ def acquire(engine: Engine, path: str) -> Acquired:
 
 
 def cosine(a: Vectors, b: Vectors) -> npt.NDArray[np.float64]:
-    return (a.astype(np.float64) @ b.astype(np.float64).T).astype(np.float64)
+    out: npt.NDArray[np.float64] = a.astype(np.float64) @ b.astype(np.float64).T
+    return out
 
 
 def pair_mask(
@@ -302,22 +303,23 @@ def build_report(
         if len(idx) > max_group_images:
             members[g] = sorted(rng.choice(idx, max_group_images, replace=False).tolist())
     sample = sorted(i for idx in members.values() for i in idx)
-    vec = np.stack([_vector(acquired[i]) for i in sample])
-    ids = [images[i].identity for i in sample]
-    everything = impostor_scores(vec, ids, score)
-    thresholds = {f"{t:g}": _threshold(everything, t) for t in targets}
+    # one score matrix: all its impostor pairs set the global thresholds, its diagonal blocks
+    # are the groups' own pairs
+    vectors = _stack([acquired[i] for i in sample])
+    scores = score(vectors, vectors)
+    everything = scores[pair_mask([images[i].identity for i in sample])]
+    thresholds = {f"{t:g}": threshold_at_fmr(everything, t) for t in targets}
+    position = {i: k for k, i in enumerate(sample)}
 
     stats, per_group_scores, per_group_ids, curves = [], {}, {}, {}
     for g in groups:
         all_idx = [i for i, im in enumerate(images) if im.group == g]
         q = [a.quality for a in (acquired[i] for i in all_idx) if a.quality is not None]
-        idx = members[g]
-        gvec = _stack([acquired[i] for i in idx])
-        gids = [images[i].identity for i in idx]
-        s = score(gvec, gvec) if idx else np.empty((0, 0))
+        at = [position[i] for i in members[g]]
+        gids = [images[i].identity for i in members[g]]
+        s = scores[np.ix_(at, at)]
         per_group_scores[g], per_group_ids[g] = s, gids
-        mask = pair_mask(gids)
-        imp = s[mask]
+        imp = s[pair_mask(gids)]
         full = [i for i in all_idx if acquired[i].vector is not None]
         gen = genuine_scores(
             _stack([acquired[i] for i in full]),
@@ -369,12 +371,6 @@ def _stack(items: list[Acquired]) -> Vectors:
 def _vector(a: Acquired) -> Vectors:
     assert a.vector is not None
     return a.vector
-
-
-def _threshold(impostors: Vectors, target: float) -> float:
-    from yingyan.evaluation.metrics import threshold_at_fmr
-
-    return threshold_at_fmr(impostors, target)
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -439,8 +435,6 @@ def worst_group_threshold(
 ) -> GroupThreshold:
     """The lowest threshold meeting the target FMR on every group's same-group impostor
     pairs: the maximum of the per-group thresholds."""
-    from yingyan.evaluation.metrics import fmr_at, threshold_at_fmr
-
     score = score or cosine
     rng = np.random.default_rng(seed)
     per_group: dict[str, Vectors] = {}
