@@ -12,22 +12,27 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from yingyan.cli.options import DetectorOpt, YunetOpt, engine_config, handles_errors
+from yingyan.cli.options import (
+    CalibrationOpt,
+    DatasetOpt,
+    DatasetRootOpt,
+    DetectorOpt,
+    HalfOpt,
+    WorkersOpt,
+    YunetOpt,
+    engine_config,
+    handles_errors,
+)
 
 calibrate_app = typer.Typer(help="Score calibration: fairness profiles, thresholds.")
 out = Console()
-
-DatasetOpt = Annotated[str, typer.Option(help="utkface, lfw-gender or csv")]
-RootOpt = Annotated[Path, typer.Option(help="the dataset folder, or the labels CSV")]
-HalfOpt = Annotated[int | None, typer.Option(help="only one fixed half (0 or 1)")]
-WorkersOpt = Annotated[int | None, typer.Option(help="worker processes (default all)")]
 
 
 @calibrate_app.command("fit")
 @handles_errors
 def fit(
     dataset: DatasetOpt,
-    root: RootOpt,
+    root: DatasetRootOpt,
     out_file: Annotated[Path, typer.Option("--out", help="profile file to write (JSON)")],
     half: HalfOpt = None,
     clusters: Annotated[int, typer.Option(min=2, max=1000)] = 40,
@@ -41,11 +46,10 @@ def fit(
     the data are ignored: only templates are used."""
     from yingyan.calibration import fit_profile
     from yingyan.engine import Engine
-    from yingyan.evaluation.fairness import acquire_all, read_dataset
+    from yingyan.evaluation.fairness import acquire_dataset
 
     config = engine_config(detector, None, yunet_model)
-    images = read_dataset(dataset, root, half)
-    acquired = acquire_all(images, config, workers=workers)
+    images, acquired = acquire_dataset(dataset, root, half, config, workers=workers)
     # one template per identity: pairs of the reference set must be impostor pairs
     seen: set[str] = set()
     vectors = []
@@ -73,10 +77,10 @@ def fit(
 @handles_errors
 def threshold(
     dataset: DatasetOpt,
-    root: RootOpt,
+    root: DatasetRootOpt,
     target_fmr: Annotated[float, typer.Option(min=1e-7, max=0.5)] = 1e-4,
     half: HalfOpt = None,
-    calibration: Annotated[Path | None, typer.Option(help="fair-score profile")] = None,
+    calibration: CalibrationOpt = None,
     out_file: Annotated[Path | None, typer.Option("--out", help="write the record (JSON)")] = None,
     detector: DetectorOpt = "hog",
     yunet_model: YunetOpt = None,
@@ -84,11 +88,10 @@ def threshold(
 ) -> None:
     """The lowest threshold at which every group's same-group FMR meets the target (the
     worst group, not the average), recorded with the data it was measured on."""
-    from yingyan.evaluation.fairness import acquire_all, read_dataset, worst_group_threshold
+    from yingyan.evaluation.fairness import acquire_dataset, worst_group_threshold
 
     config = engine_config(detector, None, yunet_model)
-    images = read_dataset(dataset, root, half)
-    acquired = acquire_all(images, config, workers=workers)
+    images, acquired = acquire_dataset(dataset, root, half, config, workers=workers)
     score = None
     profile_info: dict[str, str] | None = None
     if calibration is not None:

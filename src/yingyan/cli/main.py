@@ -14,10 +14,15 @@ from rich.table import Table
 
 from yingyan.cli.options import (
     BackendOpt,
+    CalibrationOpt,
+    DatasetOpt,
+    DatasetRootOpt,
     DetectorOpt,
     FlipOpt,
+    HalfOpt,
     JsonOpt,
     UpsampleOpt,
+    WorkersOpt,
     YunetOpt,
     engine_config,
     handles_errors,
@@ -198,7 +203,7 @@ def eval_lfw(
     flip: FlipOpt = True,
     jitter: Annotated[int, typer.Option(help="extra jittered views per chip (0-8)")] = 0,
     backend: BackendOpt = "onnx",
-    workers: Annotated[int | None, typer.Option(help="worker processes (default all)")] = None,
+    workers: WorkersOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json-out", help="write JSON")] = None,
     det_plot: Annotated[Path | None, typer.Option("--det-plot", help="write DET PNG")] = None,
 ) -> None:
@@ -258,21 +263,19 @@ def eval_lfw(
 @eval_app.command("fairness")
 @handles_errors
 def eval_fairness(
-    dataset: Annotated[str, typer.Option(help="utkface, lfw-gender or csv")],
-    root: Annotated[Path, typer.Option(help="the dataset folder, or the labels CSV")],
+    dataset: DatasetOpt,
+    root: DatasetRootOpt,
     out_dir: Annotated[Path, typer.Option(help="where report.html/json and the plot go")],
     detector: DetectorOpt = "hog",
     yunet_model: YunetOpt = None,
     targets: Annotated[str, typer.Option(help="target FMRs, comma-separated")] = "1e-3,1e-4",
-    half: Annotated[int | None, typer.Option(help="only one fixed half (0 or 1)")] = None,
-    calibration: Annotated[
-        Path | None, typer.Option(help="fair-score profile to normalise scores with")
-    ] = None,
-    workers: Annotated[int | None, typer.Option(help="worker processes (default all)")] = None,
+    half: HalfOpt = None,
+    calibration: CalibrationOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Error rates per demographic group of a labelled image set: failure to acquire, quality,
     same-group FMR at global thresholds, FNMR where identities exist, worst/best ratios."""
-    from yingyan.evaluation.fairness import acquire_all, build_report, read_dataset
+    from yingyan.evaluation.fairness import acquire_dataset, build_report, cosine
     from yingyan.evaluation.fairness_report import write_report
 
     try:
@@ -282,19 +285,17 @@ def eval_fairness(
     if not all(0 < t < 1 for t in fmrs):
         raise typer.BadParameter("target FMRs must be between 0 and 1")
     config = engine_config(detector, None, yunet_model)
-    images = read_dataset(dataset, root, half)
+    images, acquired = acquire_dataset(dataset, root, half, config, workers=workers)
     name = dataset if half is None else f"{dataset} (half {half})"
-    acquired = acquire_all(images, config, workers=workers)
+    score, normalisation = cosine, "none"
     if calibration is not None:
         from yingyan.calibration import load_profile
 
         profile = load_profile(calibration)
-        normalisation = f"fair-score {profile.name} v{profile.version}"
-        report, curves = build_report(
-            name, images, acquired, targets=fmrs, score=profile.scores, normalisation=normalisation
-        )
-    else:
-        report, curves = build_report(name, images, acquired, targets=fmrs)
+        score, normalisation = profile.scores, f"fair-score {profile.name} v{profile.version}"
+    report, curves = build_report(
+        name, images, acquired, targets=fmrs, score=score, normalisation=normalisation
+    )
     report.engine.update(Engine(config).describe())
     page = write_report(report, curves, out_dir)
     table = Table("group", "images", "FTA", *[f"FMR@{t}" for t in report.thresholds])
@@ -354,7 +355,7 @@ def eval_lfw_identification(
     yunet_model: YunetOpt = None,
     flip: FlipOpt = True,
     index: Annotated[str, typer.Option(help="flat, flat16, ivf, hnsw")] = "flat",
-    workers: Annotated[int | None, typer.Option(help="worker processes (default all)")] = None,
+    workers: WorkersOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json-out", help="write JSON")] = None,
 ) -> None:
     """Closed-set identification: enrol the first image of all 5,749 LFW people, identify

@@ -43,6 +43,14 @@ BackendOpt = Annotated[
     str, typer.Option("--backend", help="onnx (fast, default) or dlib (reference)")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+WorkersOpt = Annotated[int | None, typer.Option(help="worker processes (default all)")]
+# labelled evaluation data (fairness, calibration)
+DatasetOpt = Annotated[str, typer.Option(help="utkface, lfw-gender or csv")]
+DatasetRootOpt = Annotated[Path, typer.Option(help="the dataset folder, or the labels CSV")]
+HalfOpt = Annotated[int | None, typer.Option(help="only one fixed half (0 or 1)")]
+CalibrationOpt = Annotated[
+    Path | None, typer.Option(help="fair-score profile to normalise scores with")
+]
 
 
 def engine_config(

@@ -401,6 +401,14 @@ def split_half(image: LabelledImage) -> int:
     return int(hashlib.sha256(key.encode()).hexdigest(), 16) % 2
 
 
+def acquire_dataset(
+    kind: str, root: Path, half: int | None, config: EngineConfig, *, workers: int | None = None
+) -> tuple[list[LabelledImage], list[Acquired]]:
+    """Read a labelled dataset (or one half of it) and acquire every image's face."""
+    images = read_dataset(kind, root, half)
+    return images, acquire_all(images, config, workers=workers)
+
+
 def acquire_all(
     images: list[LabelledImage],
     config: EngineConfig,
