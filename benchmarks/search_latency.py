@@ -130,8 +130,7 @@ def lfw_shape(root: Path, images: int, cache: Path) -> Shape:
             console.log(f"template shape from {cache}")
             return _fit(data["vectors"], data["people"])
     from yingyan import EngineConfig
-    from yingyan.batch import map_images
-    from yingyan.evaluation.lfw import extract_one
+    from yingyan.evaluation.lfw import extract_images, image_dir
     from yingyan.evaluation.lfw_identification import identification_protocol
 
     proto = identification_protocol(root)
@@ -141,9 +140,10 @@ def lfw_shape(root: Path, images: int, cache: Path) -> Shape:
     chosen = [(p, f) for p, fs in sorted(by_person.items()) if len(fs) > 1 for f in fs[:4]]
     step = max(1, len(chosen) // images)
     chosen = chosen[::step][:images]
-    config = EngineConfig().with_(centre_fallback=True, keep_chips=True)
-    results = map_images(extract_one, [str(f) for _, f in chosen], config, description="LFW")
-    vectors = np.stack([r.template_vector(flip=True, jitter=0) for r in results])
+    folder = image_dir(root)
+    names = [f.relative_to(folder).as_posix() for _, f in chosen]
+    results = extract_images(folder, names, EngineConfig())
+    vectors = np.stack([results[n].template_vector(flip=True, jitter=0) for n in names])
     people = np.array([p for p, _ in chosen])
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, vectors=vectors, people=people, images=images)
@@ -155,6 +155,8 @@ def _fit(vectors: Floats, people: npt.NDArray[np.str_]) -> Shape:
     same = people[:, None] == people[None, :]
     upper = np.triu(np.ones_like(same), k=1)
     genuine, impostor = scores[same & upper], scores[~same & upper]
+    if not genuine.size:
+        raise SystemExit("no same-person pairs among the fitted images: raise --shape-images")
     mean = vectors.mean(axis=0).astype(np.float32)
     cov = np.cov(vectors, rowvar=False) + 1e-6 * np.eye(DIM)
     chol = np.linalg.cholesky(cov).astype(np.float32)

@@ -55,7 +55,7 @@ def lfw_extracted(lfw_root: Path) -> dict[str, ImageResult]:
     proto = identification_protocol(lfw_root)
     images = image_dir(lfw_root)
     names = [p.relative_to(images).as_posix() for _, p in proto.gallery + proto.probes]
-    return extract_images(lfw_root, names, EngineConfig(), show_progress=False)
+    return extract_images(images, names, EngineConfig(), show_progress=False)
 
 
 @pytest.fixture(scope="session")

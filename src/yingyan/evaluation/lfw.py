@@ -110,7 +110,7 @@ def extract_one(engine: Engine, path: str) -> ImageResult:
 
 
 def extract_images(
-    root: Path,
+    images: Path,
     names: list[str],
     config: EngineConfig,
     *,
@@ -118,9 +118,9 @@ def extract_images(
     workers: int | None = None,
     show_progress: bool = True,
 ) -> dict[str, ImageResult]:
-    """`extract_one` for every image named relative to the image folder, reusing `known`
-    results (extracted with the same config) so that several protocols embed each image once."""
-    images = image_dir(root)
+    """`extract_one` for every image named relative to the image folder `images` (see
+    `image_dir`), reusing `known` results (extracted with the same config) so that several
+    protocols embed each image once."""
     missing = [n for n in names if not (images / n).is_file()]
     if missing:
         raise DatasetError(f"{len(missing)} LFW images missing under {images}, e.g. {missing[0]}")
@@ -248,11 +248,11 @@ def run_lfw(
     'plain' (one pass), 'flip' (chip + mirror averaged), 'flip+jitterK' (with K jittered views,
     when configured) and 'plain-euclidean-raw' (dlib's own distance on unnormalised
     descriptors, for reference). The configured recipe comes first."""
-    image_dir(root)  # a wrong root is reported as such before the pairs file is looked for
+    images = image_dir(root)
     pairs = read_pairs(pairs_file)
     names = sorted({p.a for p in pairs} | {p.b for p in pairs})
     extracted = extract_images(
-        root, names, config, known=known, workers=workers, show_progress=show_progress
+        images, names, config, known=known, workers=workers, show_progress=show_progress
     )
     results = [extracted[n] for n in names]
     views = {n: r.views for n, r in zip(names, results, strict=True) if r.views is not None}

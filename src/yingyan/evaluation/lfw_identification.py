@@ -82,7 +82,7 @@ def run_identification(
     names = [p.relative_to(images).as_posix() for _, p in proto.gallery + proto.probes]
     start = time.perf_counter()
     extracted = extract_images(
-        root, names, config, known=known, workers=workers, show_progress=show_progress
+        images, names, config, known=known, workers=workers, show_progress=show_progress
     )
     results = [extracted[n] for n in names]
     failed = [n for n, r in zip(names, results, strict=True) if r.views is None]
