@@ -52,9 +52,8 @@ def lfw_root() -> Path:
 def lfw_extracted(lfw_root: Path) -> dict[str, ImageResult]:
     """Every LFW image (13,233) extracted once with the default engine, shared by the LFW
     verification and identification tests so that CI embeds each image only once."""
-    proto = identification_protocol(lfw_root)
     images = image_dir(lfw_root)
-    names = [p.relative_to(images).as_posix() for _, p in proto.gallery + proto.probes]
+    names = identification_protocol(lfw_root).image_names(images)
     return extract_images(images, names, EngineConfig(), show_progress=False)
 
 

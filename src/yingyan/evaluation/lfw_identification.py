@@ -32,6 +32,10 @@ class IdentificationProtocol:
     gallery: list[tuple[str, Path]]  # (person, image)
     probes: list[tuple[str, Path]]
 
+    def image_names(self, images: Path) -> list[str]:
+        """Gallery then probe images, named relative to the image folder `images`."""
+        return [p.relative_to(images).as_posix() for _, p in self.gallery + self.probes]
+
 
 def identification_protocol(root: Path) -> IdentificationProtocol:
     images = image_dir(root)
@@ -79,7 +83,7 @@ def run_identification(
     images through the gallery service, identify every probe, and report rank-k rates."""
     proto = identification_protocol(root)
     images = image_dir(root)
-    names = [p.relative_to(images).as_posix() for _, p in proto.gallery + proto.probes]
+    names = proto.image_names(images)
     start = time.perf_counter()
     extracted = extract_images(
         images, names, config, known=known, workers=workers, show_progress=show_progress
