@@ -10,43 +10,30 @@ from pathlib import Path
 import numpy as np
 
 from yingyan.evaluation.fairness import Curves, FairnessReport
-from yingyan.evaluation.plots import _TICKS, _probit
+from yingyan.evaluation.plots import RATE_TICKS, det_plot, probit
 
 
 def group_plot(curves: dict[str, Curves], out: Path, title: str) -> None:
-    """DET curves per group where genuine pairs exist; otherwise FMR against threshold (data
-    without identities has impostor pairs only)."""
+    """DET curves per group where genuine pairs exist; otherwise (data without identities has
+    impostor pairs only) the same-group FMR against the score threshold."""
+    if all(gen.size for gen, _ in curves.values()):
+        det_plot(curves, out, title)
+        return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from yingyan.evaluation.metrics import error_curve
-
-    det = all(gen.size for gen, _ in curves.values())
     fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
-    for group, (gen, imp) in curves.items():
-        if not imp.size:
-            continue
-        if det:
-            c = error_curve(gen, imp)
-            keep = (c.fmr > 0) & (c.fnmr > 0)
-            ax.plot(_probit(c.fmr[keep]), _probit(c.fnmr[keep]), label=group)
-        else:
+    for group, (_, imp) in curves.items():
+        if imp.size:
             t = np.sort(imp)[::-1]
-            fmr = np.arange(1, t.size + 1) / t.size
-            ax.plot(t, _probit(fmr), label=group)
-    ticks = _probit(np.array(_TICKS))
-    if det:
-        ax.set_xticks(ticks, [f"{t:g}" for t in _TICKS])
-        ax.set_xlim(ticks[0], ticks[-1])
-        ax.set_xlabel("false match rate (FMR)")
-        ax.set_ylabel("false non-match rate (FNMR)")
-    else:
-        ax.set_xlabel("score threshold")
-        ax.set_ylabel("same-group false match rate (FMR)")
-    ax.set_yticks(ticks, [f"{t:g}" for t in _TICKS])
+            ax.plot(t, probit(np.arange(1, t.size + 1) / t.size), label=group)
+    ticks = probit(np.array(RATE_TICKS))
+    ax.set_yticks(ticks, [f"{t:g}" for t in RATE_TICKS])
     ax.set_ylim(ticks[0], ticks[-1])
+    ax.set_xlabel("score threshold")
+    ax.set_ylabel("same-group false match rate (FMR)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)

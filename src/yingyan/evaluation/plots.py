@@ -9,10 +9,10 @@ import numpy as np
 
 from yingyan.evaluation.metrics import error_curve
 
-_TICKS = [1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5]
+RATE_TICKS = [1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5]
 
 
-def _probit(p: np.ndarray) -> np.ndarray:
+def probit(p: np.ndarray) -> np.ndarray:
     nd = NormalDist()
     clipped = np.clip(p, 1e-6, 1 - 1e-6)
     return np.array([nd.inv_cdf(float(x)) for x in clipped])
@@ -29,10 +29,10 @@ def det_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], out: Path, title:
     for label, (genuine, impostor) in curves.items():
         c = error_curve(genuine, impostor)
         keep = (c.fmr > 0) & (c.fnmr > 0)
-        ax.plot(_probit(c.fmr[keep]), _probit(c.fnmr[keep]), label=label)
-    ticks = _probit(np.array(_TICKS))
-    ax.set_xticks(ticks, [f"{t:g}" for t in _TICKS])
-    ax.set_yticks(ticks, [f"{t:g}" for t in _TICKS])
+        ax.plot(probit(c.fmr[keep]), probit(c.fnmr[keep]), label=label)
+    ticks = probit(np.array(RATE_TICKS))
+    ax.set_xticks(ticks, [f"{t:g}" for t in RATE_TICKS])
+    ax.set_yticks(ticks, [f"{t:g}" for t in RATE_TICKS])
     ax.set_xlim(ticks[0], ticks[-1])
     ax.set_ylim(ticks[0], ticks[-1])
     ax.set_xlabel("false match rate (FMR)")
