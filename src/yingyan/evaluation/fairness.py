@@ -146,8 +146,12 @@ def pair_mask(
     return mask
 
 
-def impostor_scores(vectors: Vectors, identities: Sequence[str | None], score: ScoreFn) -> Vectors:
-    return score(vectors, vectors)[pair_mask(identities)].astype(np.float32)
+def impostor_scores(
+    vectors: Vectors, identities: Sequence[str | None], score: ScoreFn
+) -> npt.NDArray[np.float64]:
+    """Every impostor pair's score, as the report scores them (float64)."""
+    out: npt.NDArray[np.float64] = score(vectors, vectors)[pair_mask(identities)]
+    return out
 
 
 def genuine_scores(
@@ -445,7 +449,7 @@ def worst_group_threshold(
     pairs: the maximum of the per-group thresholds."""
     score = score or cosine
     rng = np.random.default_rng(seed)
-    per_group: dict[str, Vectors] = {}
+    per_group: dict[str, npt.NDArray[np.float64]] = {}
     for g in sorted({im.group for im in images}):
         idx = [i for i, im in enumerate(images) if im.group == g and acquired[i].vector is not None]
         if len(idx) > max_group_images:
