@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from yingyan import Engine, EngineConfig, load_image
 from yingyan.evaluation.lfw import ImageResult, extract_images, image_dir
 from yingyan.evaluation.lfw_identification import identification_protocol
-from yingyan.gallery.store import Database, open_database
+from yingyan.store import Database, open_database
 from yingyan.types import RGBImage
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

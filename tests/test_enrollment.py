@@ -20,8 +20,8 @@ from yingyan import EngineConfig, load_image
 from yingyan.cli.main import app
 from yingyan.enrollment import ManifestError, enroll_manifest, read_manifest
 from yingyan.gallery.service import GalleryService
-from yingyan.gallery.store import create_gallery, open_database
 from yingyan.models import dlib_model
+from yingyan.store import create_gallery, open_database
 
 runner = CliRunner()
 

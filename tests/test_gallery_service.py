@@ -13,7 +13,7 @@ import pytest
 from yingyan import Engine, load_image
 from yingyan.gallery.index import IndexSpec
 from yingyan.gallery.service import EnrollItem, GalleryService
-from yingyan.gallery.store import Database, create_gallery
+from yingyan.store import Database, create_gallery
 from yingyan.types import Template
 
 PEOPLE = ["alex_lacamoire", "biden", "kit_harington", "obama", "rose_leslie"]
@@ -129,7 +129,7 @@ def test_identification_through_milvus_lite(
     tmp_path: Path, engine: Engine, photos: Photos, probe: Template
 ) -> None:
     pytest.importorskip("milvus_lite", reason="milvus-lite is not installed")
-    from yingyan.gallery.store import open_database
+    from yingyan.store import open_database
 
     with open_database(None, tmp_path / "data") as db:
         service = _service(

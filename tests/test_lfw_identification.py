@@ -18,7 +18,7 @@ from yingyan.evaluation.lfw_identification import (
     run_identification,
 )
 from yingyan.gallery.service import EnrollItem, GalleryService
-from yingyan.gallery.store import open_database
+from yingyan.store import open_database
 from yingyan.types import Template
 
 # LFW itself files these people under two spellings of their names (one image each in the

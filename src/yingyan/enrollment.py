@@ -26,7 +26,7 @@ from yingyan.detection.base import largest
 from yingyan.engine import Engine
 from yingyan.errors import YingyanError
 from yingyan.gallery.service import EnrollItem, GalleryService
-from yingyan.gallery.store import enrolled_images, get_gallery
+from yingyan.store import enrolled_images, get_gallery
 from yingyan.types import Box, ModelId, Template
 
 FacePolicy = Literal["single", "largest", "central"]

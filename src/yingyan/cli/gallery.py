@@ -60,7 +60,7 @@ def open_service(
     data: Path | None, url: str | None, index: str = "flat"
 ) -> Iterator[GalleryService]:
     from yingyan.gallery.index import IndexSpec
-    from yingyan.gallery.store import open_database
+    from yingyan.store import open_database
 
     folder = data_dir(data)
     url = url or os.environ.get("YINGYAN_DATABASE_URL")
@@ -90,7 +90,7 @@ def create(
 ) -> None:
     """Create a gallery for the default model."""
     from yingyan.embedding import OnnxDlibResNet
-    from yingyan.gallery.store import create_gallery
+    from yingyan.store import create_gallery
 
     model = OnnxDlibResNet().model_id
     with open_service(data, url) as service, service.db.session() as s:
@@ -112,7 +112,7 @@ def create(
 @handles_errors
 def list_(data: DataDirOpt = None, url: DbUrlOpt = None, as_json: JsonOpt = False) -> None:
     """Galleries with their purpose, legal basis, model and size."""
-    from yingyan.gallery.store import count_subjects, count_templates, list_galleries
+    from yingyan.store import count_subjects, count_templates, list_galleries
 
     rows = []
     with open_service(data, url) as service, service.db.session() as s:

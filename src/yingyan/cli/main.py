@@ -363,7 +363,7 @@ def eval_lfw_identification(
     from yingyan.evaluation.lfw_identification import run_identification
     from yingyan.gallery.index import IndexSpec
     from yingyan.gallery.service import GalleryService
-    from yingyan.gallery.store import open_database
+    from yingyan.store import open_database
 
     config = engine_config(detector, None, yunet_model, flip)
     with open_database(None, data_dir) as db:

@@ -23,7 +23,7 @@ from yingyan.errors import DatasetError
 from yingyan.evaluation import metrics
 from yingyan.evaluation.lfw import ImageResult, extract_images, image_dir
 from yingyan.gallery.service import EnrollItem, GalleryService
-from yingyan.gallery.store import create_gallery
+from yingyan.store import create_gallery
 from yingyan.types import Template
 
 

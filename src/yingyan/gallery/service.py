@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from yingyan.decision import Candidate, Mode, rank_subjects
 from yingyan.errors import ConfigError
 from yingyan.gallery.index import Fingerprint, IndexSpec, VectorIndex, VectorIndexError, open_index
-from yingyan.gallery.store import (
+from yingyan.store import (
     Database,
     GalleryRow,
     add_template,

@@ -21,8 +21,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from yingyan.errors import ModelMismatchError
-from yingyan.gallery.store.database import StoreError
-from yingyan.gallery.store.tables import (
+from yingyan.store.database import StoreError
+from yingyan.store.tables import (
     GALLERY_KINDS,
     Base,
     ConsentRow,

@@ -1,4 +1,5 @@
-"""The gallery store: galleries, subjects, templates and consents in SQL, the source of truth.
+"""The store: the one SQL database of the platform, the source of truth (galleries, subjects,
+templates, consents, API keys and the audit log).
 
 Open it with `open_database(url, data_dir)` (SQLite in `data_dir` when `url` is None; the schema
 is migrated on open), then do each unit of work in `with db.session() as session:` and pass the
@@ -6,7 +7,7 @@ session to the repository functions. The vector index is rebuilt from `iter_temp
 and checked against `template_ids`.
 """
 
-from yingyan.gallery.store.database import (
+from yingyan.store.database import (
     Database,
     StoreError,
     StoreUnavailableError,
@@ -15,7 +16,7 @@ from yingyan.gallery.store.database import (
     open_database,
     upgrade,
 )
-from yingyan.gallery.store.repository import (
+from yingyan.store.repository import (
     ConflictError,
     InvalidValueError,
     NotFoundError,
@@ -46,7 +47,7 @@ from yingyan.gallery.store.repository import (
     unpack_vector,
     withdraw_consent,
 )
-from yingyan.gallery.store.tables import (
+from yingyan.store.tables import (
     GALLERY_KINDS,
     ConsentRow,
     GalleryKind,

@@ -1,4 +1,5 @@
-"""ORM tables of the gallery store: galleries, subjects, templates and consents.
+"""ORM tables of the store: galleries, subjects, templates, consents, calibration profiles, API keys
+and the audit log.
 
 The store is the source of truth; the vector index is a cache rebuilt from `templates`, whose
 integer primary key is the index id. Types are portable (JSON, LargeBinary, timezone-aware
@@ -104,6 +105,8 @@ class GalleryRow(Base):
     threshold: Mapped[float | None] = mapped_column(Float)
     # str(ModelId) every template of the gallery must come from, e.g. "dlib_resnet_v1@55533b28a958".
     model: Mapped[str] = mapped_column(String(200))
+    # Version of the calibration profile (score normalisation) its comparisons use; None = raw.
+    calibration: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.now()
     )
@@ -191,3 +194,80 @@ class ConsentRow(Base):
 
     def __repr__(self) -> str:
         return f"ConsentRow(id={self.id}, subject_id={self.subject_id}, purpose={self.purpose!r})"
+
+
+class CalibrationProfileRow(Base):
+    """A stored score-normalisation profile, keyed by its content hash (its version)."""
+
+    __tablename__ = "calibration_profiles"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)  # the profile's JSON, exactly as hashed
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+
+
+ROLES: Final[tuple[str, ...]] = ("admin", "enroller", "operator", "reviewer", "auditor")
+
+
+class ApiKeyRow(Base):
+    """An API key: only the sha256 of its secret is kept (the key is shown once, at creation).
+
+    `galleries` scopes the key to those gallery names; None means every gallery."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        CheckConstraint(
+            "role IN ('admin', 'enroller', 'operator', 'reviewer', 'auditor')", name="role"
+        ),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)  # public, shown in lists and logs
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    galleries: Mapped[list[str] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rotated_from: Mapped[int | None] = mapped_column(Id)
+
+    def __repr__(self) -> str:
+        return f"ApiKeyRow(id={self.id}, prefix={self.prefix!r}, role={self.role!r})"
+
+
+class AuditEntryRow(Base):
+    """One entry of the append-only, hash-chained audit log. Never an image or a template:
+    who, when, what, on which gallery, for which purpose, and the ids and scores it produced."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(200))
+    operation: Mapped[str] = mapped_column(String(64))
+    gallery: Mapped[str | None] = mapped_column(String(200))
+    purpose: Mapped[str | None] = mapped_column(Text)
+    case_reference: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(16))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHeadRow(Base):
+    """The chain's last sequence number and hash, updated in the same transaction as each append:
+    its row lock serialises appends, and it reveals entries cut from the end of the log."""
+
+    __tablename__ = "audit_head"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))

@@ -10,8 +10,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, make_url
 
-from yingyan.gallery.store.database import create_store_engine
-from yingyan.gallery.store.tables import Base
+from yingyan.store.database import create_store_engine
+from yingyan.store.tables import Base
 
 
 def _run(connection: Connection) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from yingyan.errors import ModelMismatchError
-from yingyan.gallery.store import (
+from yingyan.store import (
     ConflictError,
     Database,
     GalleryRow,
@@ -56,15 +56,24 @@ from yingyan.gallery.store import (
     unpack_vector,
     withdraw_consent,
 )
-from yingyan.gallery.store.repository import _insert
-from yingyan.gallery.store.tables import Base
+from yingyan.store.repository import _insert
+from yingyan.store.tables import Base
 from yingyan.types import ModelId, Template
 
 from .conftest import Target
 
 MODEL = ModelId("dlib_resnet_v1", "55533b28a958")
 DIM = 128
-TABLES = {"galleries", "subjects", "templates", "consents"}
+TABLES = {
+    "galleries",
+    "subjects",
+    "templates",
+    "consents",
+    "calibration_profiles",
+    "api_keys",
+    "audit_log",
+    "audit_head",
+}
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
 
