@@ -413,10 +413,12 @@ def demo() -> None:
     )
 
 
-from yingyan.cli import calibrate, gallery  # noqa: E402  (after the shared helpers above)
+from yingyan.cli import audit, calibrate, gallery, keys  # noqa: E402  (after the helpers above)
 
 gallery.register(app)
 calibrate.register(app)
+keys.register(app)
+audit.register(app)
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,244 @@
+"""API keys: issue, list, revoke, rotate, authenticate. Keyword-only functions over the caller's
+Session, like the store's repository; nothing here commits.
+
+A token reads `yy_<prefix>_<secret>`: the prefix (12 hex characters) is public and names the
+key in lists and in the audit log; the secret is 32 random bytes. Only sha256(token) is stored,
+so the database never holds a usable key and the token is shown once, when it is issued.
+
+A fast hash is enough here, unlike for passwords: a slow KDF (bcrypt, scrypt, argon2) protects
+low-entropy secrets against guessing, but guessing a 256-bit random secret is hopeless at any
+speed, and a slow hash on every request would only cost latency and invite denial of service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final, Literal
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from yingyan.access.roles import Role, parse_role
+from yingyan.store.repository import ConflictError, InvalidValueError, NotFoundError, _insert
+from yingyan.store.tables import ApiKeyRow, utcnow
+
+TOKEN_TAG: Final = "yy"
+_PREFIX_HEX_BYTES: Final = 6  # 12 hex characters: a public name, unique by constraint
+_SECRET_BYTES: Final = 32
+_TOKEN = re.compile(r"yy_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
+_INSERT_ATTEMPTS: Final = 5  # a prefix collision (48 bits) is rare; retry with a new one
+
+KeyStatus = Literal["active", "revoked", "expired"]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """What is known of a key, never its secret."""
+
+    id: int
+    prefix: str
+    name: str
+    role: Role
+    galleries: tuple[str, ...] | None  # None: every gallery
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    rotated_from: int | None
+
+    def can_access(self, gallery: str) -> bool:
+        return self.galleries is None or gallery in self.galleries
+
+    @property
+    def label(self) -> str:
+        """How the key appears as the actor of audit entries."""
+        return f"key:{self.prefix}({self.name})"
+
+    def status(self, now: datetime | None = None) -> KeyStatus:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= (now or utcnow()):
+            return "expired"
+        return "active"
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready, for CLI output and service responses."""
+        return {
+            "id": self.id,
+            "prefix": self.prefix,
+            "name": self.name,
+            "role": self.role,
+            "galleries": None if self.galleries is None else list(self.galleries),
+            "created_at": self.created_at.isoformat(),
+            "expires_at": _iso(self.expires_at),
+            "revoked_at": _iso(self.revoked_at),
+            "rotated_from": self.rotated_from,
+            "status": self.status(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    key: ApiKey
+    token: str  # the full secret token: show it once, never store or log it
+
+
+def create_key(
+    session: Session,
+    *,
+    name: str,
+    role: str,
+    galleries: Sequence[str] | None = None,
+    expires_at: datetime | None = None,
+) -> IssuedKey:
+    """A new key for `role`, scoped to `galleries` (None: every gallery)."""
+    row = ApiKeyRow(
+        name=_name(name),
+        role=parse_role(role),
+        galleries=_scope(galleries),
+        expires_at=_expiry(expires_at),
+    )
+    return _issue(session, row)
+
+
+def list_keys(session: Session, *, include_revoked: bool = False) -> list[ApiKey]:
+    """Keys in creation order; expired keys are listed (their status says so)."""
+    query = select(ApiKeyRow).order_by(ApiKeyRow.id)
+    if not include_revoked:
+        query = query.where(ApiKeyRow.revoked_at.is_(None))
+    return [_key(row) for row in session.scalars(query)]
+
+
+def get_key(session: Session, *, prefix: str) -> ApiKey:
+    return _key(_row(session, prefix))
+
+
+def revoke_key(session: Session, *, prefix: str) -> ApiKey:
+    """Revoke at once; revoking a revoked key changes nothing (its first revocation stands)."""
+    row = _row(session, prefix)
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.flush()
+    return _key(row)
+
+
+def rotate_key(session: Session, *, prefix: str) -> IssuedKey:
+    """A new secret with the same name, role, scope and expiry; the old key is revoked.
+
+    A revoked or expired key is not rotated: rotation must not bring a dead key back to life."""
+    old = _row(session, prefix)
+    status = _key(old).status()
+    if status != "active":
+        raise ConflictError(f"key {prefix} is {status}: create a new key instead")
+    old.revoked_at = utcnow()
+    new = ApiKeyRow(
+        name=old.name,
+        role=old.role,
+        galleries=None if old.galleries is None else list(old.galleries),
+        expires_at=old.expires_at,
+        rotated_from=old.id,
+    )
+    return _issue(session, new)
+
+
+def authenticate(session: Session, token: str, *, now: datetime | None = None) -> ApiKey | None:
+    """The key `token` belongs to, or None when it is malformed, unknown, revoked or expired.
+
+    Callers should not tell the cases apart in their answer (all mean 401)."""
+    match = _TOKEN.fullmatch(token) if isinstance(token, str) else None
+    if match is None:
+        return None
+    row = session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix == match[1])).one_or_none()
+    if row is None or not hmac.compare_digest(row.secret_sha256, token_sha256(token)):
+        return None
+    key = _key(row)
+    return key if key.status(now) == "active" else None
+
+
+def count_active_keys(session: Session, *, now: datetime | None = None) -> int:
+    """Keys neither revoked nor expired (zero: the service has no way in yet)."""
+    query = select(func.count(ApiKeyRow.id)).where(
+        ApiKeyRow.revoked_at.is_(None),
+        or_(ApiKeyRow.expires_at.is_(None), ApiKeyRow.expires_at > (now or utcnow())),
+    )
+    return session.scalar(query) or 0
+
+
+def token_sha256(token: str) -> str:
+    """The stored digest of a token."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _issue(session: Session, row: ApiKeyRow) -> IssuedKey:
+    for _ in range(_INSERT_ATTEMPTS):
+        prefix = secrets.token_hex(_PREFIX_HEX_BYTES)
+        token = f"{TOKEN_TAG}_{prefix}_{secrets.token_urlsafe(_SECRET_BYTES)}"
+        row.prefix, row.secret_sha256 = prefix, token_sha256(token)
+        if _insert(session, row):
+            return IssuedKey(_key(row), token)
+    raise ConflictError("could not find an unused key prefix; try again")
+
+
+def _row(session: Session, prefix: str) -> ApiKeyRow:
+    row = session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix)).one_or_none()
+    if row is None:
+        raise NotFoundError(f"no API key with prefix {prefix!r}")
+    return row
+
+
+def _key(row: ApiKeyRow) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        prefix=row.prefix,
+        name=row.name,
+        role=parse_role(row.role),
+        galleries=None if row.galleries is None else tuple(row.galleries),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        rotated_from=row.rotated_from,
+    )
+
+
+def _name(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise InvalidValueError("a key needs a name (who or what uses it)")
+    if len(name) > 200:
+        raise InvalidValueError("a key name has at most 200 characters")
+    return name
+
+
+def _scope(galleries: Sequence[str] | None) -> list[str] | None:
+    """Distinct, stripped gallery names in the given order; an empty scope is refused because
+    it would read as "every gallery" to anyone who confuses [] with None."""
+    if galleries is None:
+        return None
+    if isinstance(galleries, str):
+        galleries = [galleries]
+    names = list(dict.fromkeys(g.strip() for g in galleries))
+    if not names or "" in names:
+        raise InvalidValueError("a key's gallery scope lists non-empty names (or none: all)")
+    return names
+
+
+def _expiry(expires_at: datetime | None) -> datetime | None:
+    if expires_at is None:
+        return None
+    if expires_at.tzinfo is None:
+        raise InvalidValueError("expires_at must carry a time zone (e.g. datetime.UTC)")
+    if expires_at <= utcnow():
+        raise InvalidValueError(f"expires_at {expires_at.isoformat()} is in the past")
+    return expires_at
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()

@@ -1,0 +1,99 @@
+"""`yingyan audit`: verify the hash chain of the audit log, list its entries. Also the store and
+actor helpers the key commands share (the CLI needs no gallery service or index for either)."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from yingyan.audit import VerifyReport
+from yingyan.cli.gallery import DataDirOpt, DbUrlOpt, data_dir
+from yingyan.cli.options import JsonOpt, handles_errors
+from yingyan.store import Database
+
+audit_app = typer.Typer(help="The tamper-evident audit log: verify, list.", no_args_is_help=True)
+out = Console()
+
+
+@contextmanager
+def open_store(data: DataDirOpt, url: DbUrlOpt) -> Iterator[Database]:
+    """The platform's database, as the gallery commands find it (options, then environment)."""
+    from yingyan.store import open_database
+
+    with open_database(url or os.environ.get("YINGYAN_DATABASE_URL"), data_dir(data)) as db:
+        yield db
+
+
+def cli_actor() -> str:
+    """The audit actor of a command run by hand: the operating-system user."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (e.g. some containers)
+        user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return f"cli:{user}"
+
+
+@audit_app.command("verify")
+@handles_errors
+def verify_(data: DataDirOpt = None, url: DbUrlOpt = None, as_json: JsonOpt = False) -> None:
+    """Recompute the hash chain: exit 0 if intact, 1 listing each problem if not."""
+    from yingyan.audit import verify
+
+    with open_store(data, url) as db, db.session() as s:
+        report = verify(s)
+    if as_json:
+        typer.echo(json.dumps({**_fields(report), "problems": report.problems}, indent=2))
+    elif report.ok:
+        typer.echo(
+            f"ok, {report.entries} entries (head seq {report.head_seq}, hash {report.head_hash})"
+        )
+    else:
+        for problem in report.problems:
+            typer.echo(problem)
+        typer.echo(f"TAMPERED: {len(report.problems)} problem(s) in {report.entries} entries")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("list")
+@handles_errors
+def list_(
+    after: Annotated[int, typer.Option(help="only entries with a larger seq")] = 0,
+    limit: Annotated[int, typer.Option(help="at most this many entries (1-1000)")] = 100,
+    data: DataDirOpt = None,
+    url: DbUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Entries oldest first; page on with --after set to the last seq shown."""
+    from yingyan.audit import entries
+
+    with open_store(data, url) as db, db.session() as s:
+        rows = [e.as_dict() for e in entries(s, after=after, limit=limit)]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table("seq", "at (UTC)", "actor", "operation", "outcome", "gallery", "case", "details")
+    for r in rows:
+        table.add_row(
+            str(r["seq"]),
+            r["at"][:19].replace("T", " "),  # to the second: the table is for reading
+            *(r[c] or "" for c in ("actor", "operation", "outcome", "gallery", "case_reference")),
+            json.dumps(r["details"], ensure_ascii=False, sort_keys=True),
+        )
+    out.print(table, markup=False)
+
+
+def _fields(report: VerifyReport) -> dict[str, object]:
+    return {k: getattr(report, k) for k in ("ok", "entries", "head_seq", "head_hash")}
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(audit_app, name="audit")
