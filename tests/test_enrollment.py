@@ -21,6 +21,7 @@ from yingyan.cli.main import app
 from yingyan.enrollment import ManifestError, enroll_manifest, read_manifest
 from yingyan.gallery.service import GalleryService
 from yingyan.models import dlib_model
+from yingyan.privacy import load_cipher
 from yingyan.store import create_gallery, open_database
 
 runner = CliRunner()
@@ -147,7 +148,9 @@ def test_a_killed_enrollment_resumes_without_loss_or_duplicates(
     assert statuses.count("already") == partial
     assert statuses.count("already") + statuses.count("enrolled") == len(rows)
     with open_database(None, data) as db:
-        service = GalleryService(db, data / "index")
+        # The CLI created the default key file and encrypted the templates with it.
+        cipher = load_cipher(data / "template-keys.json", None)
+        service = GalleryService(db, data / "index", cipher=cipher)
         db_fp, index_fp = service.check("lfw")
         assert db_fp == index_fp and db_fp.count == len(rows)
     with sqlite3.connect(data / "yingyan.db") as c:
@@ -155,4 +158,8 @@ def test_a_killed_enrollment_resumes_without_loss_or_duplicates(
             "select count(*), count(distinct s.external_id || t.source_sha256) "
             "from templates t join subjects s on s.id = t.subject_id"
         ).fetchone()
+        plaintext = c.execute(
+            "select count(*) from templates where length(embedding) = 4 * dimension"
+        ).fetchone()
     assert pairs == (len(rows), len(rows))
+    assert plaintext == (0,)  # every template was written encrypted

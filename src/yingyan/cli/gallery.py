@@ -43,6 +43,14 @@ IndexOpt = Annotated[
     ),
 ]
 GalleryOpt = Annotated[str, typer.Option("--gallery", "-g", help="gallery name")]
+KeyFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--key-file",
+        help="template keyring [env YINGYAN_KEY_FILE or YINGYAN_TEMPLATE_KEY; "
+        "default DATA_DIR/template-keys.json, created if absent]",
+    ),
+]
 
 
 def data_dir(value: Path | None) -> Path:
@@ -57,18 +65,23 @@ def data_dir(value: Path | None) -> Path:
 
 @contextmanager
 def open_service(
-    data: Path | None, url: str | None, index: str = "flat"
+    data: Path | None, url: str | None, index: str = "flat", key_file: Path | None = None
 ) -> Iterator[GalleryService]:
+    """The gallery service of the data folder, encrypting templates and index files with the
+    configured keyring (see `yingyan.cli.encryption.service_cipher`)."""
+    from yingyan.cli.encryption import service_cipher
     from yingyan.gallery.index import IndexSpec
     from yingyan.store import open_database
 
     folder = data_dir(data)
+    cipher = service_cipher(key_file, folder)
     url = url or os.environ.get("YINGYAN_DATABASE_URL")
     milvus = None
     if index == "milvus":  # a Milvus server, or Milvus Lite on a file in the data folder
         milvus = os.environ.get("YINGYAN_MILVUS_URI") or str(folder / "milvus.db")
     with open_database(url, folder) as db:
-        service = GalleryService(db, folder / "index", IndexSpec(kind=index), milvus)  # type: ignore[arg-type]
+        spec = IndexSpec(kind=index)  # type: ignore[arg-type]
+        service = GalleryService(db, folder / "index", spec, milvus, cipher)
         try:
             yield service
         finally:
@@ -87,13 +100,14 @@ def create(
     keep_images: Annotated[bool, typer.Option(help="store enrollment images")] = False,
     data: DataDirOpt = None,
     url: DbUrlOpt = None,
+    key_file: KeyFileOpt = None,
 ) -> None:
     """Create a gallery for the default model."""
     from yingyan.embedding import OnnxDlibResNet
     from yingyan.store import create_gallery
 
     model = OnnxDlibResNet().model_id
-    with open_service(data, url) as service, service.db.session() as s:
+    with open_service(data, url, key_file=key_file) as service, service.db.session() as s:
         create_gallery(
             s,
             name=name,
@@ -110,12 +124,17 @@ def create(
 
 @gallery_app.command("list")
 @handles_errors
-def list_(data: DataDirOpt = None, url: DbUrlOpt = None, as_json: JsonOpt = False) -> None:
+def list_(
+    data: DataDirOpt = None,
+    url: DbUrlOpt = None,
+    as_json: JsonOpt = False,
+    key_file: KeyFileOpt = None,
+) -> None:
     """Galleries with their purpose, legal basis, model and size."""
     from yingyan.store import count_subjects, count_templates, list_galleries
 
     rows = []
-    with open_service(data, url) as service, service.db.session() as s:
+    with open_service(data, url, key_file=key_file) as service, service.db.session() as s:
         for g in list_galleries(s):
             rows.append(
                 {
@@ -151,11 +170,12 @@ def delete(
     yes: Annotated[bool, typer.Option("--yes", help="confirm deletion")] = False,
     data: DataDirOpt = None,
     url: DbUrlOpt = None,
+    key_file: KeyFileOpt = None,
 ) -> None:
     """Delete a gallery with all its subjects, templates and index."""
     if not yes:
         raise ConfigError("deleting a gallery erases all its subjects and templates: add --yes")
-    with open_service(data, url) as service:
+    with open_service(data, url, key_file=key_file) as service:
         service.delete(name)
     typer.echo(f"deleted gallery {name!r}")
 
@@ -179,6 +199,7 @@ def register(app: typer.Typer) -> None:
         data: DataDirOpt = None,
         url: DbUrlOpt = None,
         index: IndexOpt = "flat",
+        key_file: KeyFileOpt = None,
     ) -> None:
         """Bulk enrollment from a manifest: parallel, resumable, with a per-image report."""
         from yingyan.enrollment import enroll_manifest
@@ -186,7 +207,7 @@ def register(app: typer.Typer) -> None:
         if face not in ("single", "largest", "central"):
             raise ConfigError("--face must be single, largest or central")
         config = engine_config(detector, upsample, yunet_model)
-        with open_service(data, url, index) as service:
+        with open_service(data, url, index, key_file) as service:
             result = enroll_manifest(
                 service, gallery, manifest, config, workers=threads, policy=cast(Any, face)
             )
@@ -212,6 +233,7 @@ def register(app: typer.Typer) -> None:
         data: DataDirOpt = None,
         url: DbUrlOpt = None,
         index: IndexOpt = "flat",
+        key_file: KeyFileOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Candidates for the largest face of each image: leads for human review."""
@@ -227,7 +249,7 @@ def register(app: typer.Typer) -> None:
             if face.template is None:
                 raise NoFaceError(f"{img}: no face")
             probes.append(face.template)
-        with open_service(data, url, index) as service:
+        with open_service(data, url, index, key_file) as service:
             results = service.identify(gallery, probes, k=k, mode=mode, threshold=threshold)  # type: ignore[arg-type]
         payload = [
             {
@@ -266,11 +288,12 @@ def register(app: typer.Typer) -> None:
         data: DataDirOpt = None,
         url: DbUrlOpt = None,
         index: IndexOpt = "flat",
+        key_file: KeyFileOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Pairs of different subjects whose templates match above a strict threshold
         (possible duplicate registrations), found through the index."""
-        with open_service(data, url, index) as service:
+        with open_service(data, url, index, key_file) as service:
             pairs = service.duplicates(gallery, threshold, k=k)
         rows = [
             {"a": p.external_id_a, "b": p.external_id_b, "score": round(p.score, 4)} for p in pairs

@@ -420,5 +420,9 @@ calibrate.register(app)
 keys.register(app)
 audit.register(app)
 
+from yingyan.cli import encryption  # noqa: E402
+
+encryption.register(app)
+
 if __name__ == "__main__":
     app()

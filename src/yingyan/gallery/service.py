@@ -5,6 +5,10 @@ Writes commit to the database first and then update the index, so a crash in bet
 the index behind, never ahead. Whenever a gallery's index is opened it is checked against the
 database (fingerprint of the template ids) and repaired: missing templates are added, extra
 ones erased, a missing or unreadable file rebuilt.
+
+With a `TemplateCipher`, every template is written encrypted (AES-GCM, bound to its gallery and
+subject) and so is every faiss index file; erasure deletes the rows (SQLite overwrites them and
+truncates its log) and removes the vectors from the index before saving it.
 """
 
 from __future__ import annotations
@@ -14,14 +18,14 @@ from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session
 
 from yingyan.decision import Candidate, Mode, rank_subjects
-from yingyan.errors import ConfigError
+from yingyan.errors import ConfigError, ModelMismatchError
 from yingyan.gallery.index import Fingerprint, IndexSpec, VectorIndex, VectorIndexError, open_index
 from yingyan.store import (
     Database,
@@ -29,15 +33,24 @@ from yingyan.store import (
     add_template,
     delete_gallery,
     delete_subject,
+    delete_template,
     get_gallery,
     get_or_create_subject,
+    get_subject,
     iter_template_batches,
     list_galleries,
+    list_templates,
+    rename_subject,
+    subject_templates,
     subjects_by_id,
     subjects_of_templates,
     template_ids,
+    template_vector,
 )
-from yingyan.types import Box, Template
+from yingyan.types import Box, Template, Vector
+
+if TYPE_CHECKING:
+    from yingyan.privacy import TemplateCipher
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +90,11 @@ def _slug(text: str) -> str:
 
 
 class GalleryService:
-    """Galleries over one database and one folder of index files (or a Milvus URI)."""
+    """Galleries over one database and one folder of index files (or a Milvus URI).
+
+    `cipher` (None: plaintext, as before encryption existed) encrypts the templates it writes
+    and the faiss files it saves, and reads both. Milvus keeps vectors on its server: encryption
+    at rest there is Milvus's own (its storage's), not this cipher's."""
 
     def __init__(
         self,
@@ -85,11 +102,13 @@ class GalleryService:
         index_dir: Path,
         spec: IndexSpec | None = None,
         milvus_uri: str | None = None,
+        cipher: TemplateCipher | None = None,
     ) -> None:
         self.db = db
         self.index_dir = index_dir
         self.spec = spec or IndexSpec()
         self.milvus_uri = milvus_uri
+        self.cipher = cipher
         self._open: dict[int, VectorIndex] = {}
 
     def close(self) -> None:
@@ -114,6 +133,7 @@ class GalleryService:
             g = get_gallery(s, name=name)
             gid, path = g.id, self._index_path(g.id, g.model)
             delete_gallery(s, name=name)
+        self.db.purge_deleted()
         index = self._open.pop(gid, None)
         if index is not None:
             index.remove(index.ids())
@@ -156,6 +176,12 @@ class GalleryService:
         return index
 
     def _open_index(self, gallery: GalleryRow, dimension: int, path: Path | None) -> VectorIndex:
+        if self.spec.kind != "milvus" and self.cipher is not None:
+            from yingyan.gallery.index.faiss_index import FaissIndex
+
+            return FaissIndex.open(
+                self.spec, path, dimension, model=gallery.model, cipher=self.cipher
+            )
         target: str | Path | None = self.milvus_uri if self.spec.kind == "milvus" else path
         return open_index(
             self.spec,
@@ -176,7 +202,7 @@ class GalleryService:
         missing = set(np.setdiff1d(db_ids, index.ids()).tolist())
         if missing:
             with self.db.session() as s:
-                for batch in iter_template_batches(s, gallery_id=gallery_id):
+                for batch in iter_template_batches(s, gallery_id=gallery_id, cipher=self.cipher):
                     keep = np.fromiter((i in missing for i in batch.ids.tolist()), bool)
                     if keep.any():
                         if len(index) == 0 and hasattr(index, "train"):
@@ -195,7 +221,9 @@ class GalleryService:
     def _dimension(self, gallery_id: int) -> int | None:
         """The dimension of the gallery's templates, or None while it has none."""
         with self.db.session() as s:
-            for batch in iter_template_batches(s, gallery_id=gallery_id, batch_size=1):
+            for batch in iter_template_batches(
+                s, gallery_id=gallery_id, batch_size=1, cipher=self.cipher
+            ):
                 return int(batch.vectors.shape[1])
         return None
 
@@ -229,6 +257,7 @@ class GalleryService:
                     source_sha256=item.source_sha256,
                     box=item.box,
                     image=item.image,
+                    cipher=self.cipher,
                 )
                 s.flush()
                 out.append((int(row.id), created))
@@ -260,10 +289,62 @@ class GalleryService:
         index = self._open.get(g.id) or (self.index(g) if self._dimension(g.id) else None)
         with self.db.session() as s:
             removed = delete_subject(s, gallery_id=g.id, external_id=external_id)
+        self.db.purge_deleted()
         if removed and index is not None:
             index.remove(np.array(removed, np.int64))
             index.save()
         return len(removed)
+
+    def erase_template(self, gallery: str, template_id: int) -> str:
+        """Delete one template from the database and the index, as `erase_subject` does for all
+        of a subject's. Returns its subject's external id (the subject itself stays)."""
+        g = self._detached_gallery(gallery)
+        index = self._open.get(g.id) or (self.index(g) if self._dimension(g.id) else None)
+        with self.db.session() as s:
+            external_id = delete_template(s, gallery_id=g.id, template_id=template_id)
+        self.db.purge_deleted()
+        if index is not None:
+            index.remove(np.array([template_id], np.int64))
+            index.save()
+        return external_id
+
+    # -- subjects and templates --------------------------------------------------------------
+
+    def subject_vectors(self, gallery: str, external_id: str) -> list[tuple[int, Vector]]:
+        """(template id, decrypted vector) of each template of a subject, in id order."""
+        with self.db.session() as s:
+            g = get_gallery(s, name=gallery)
+            subject = get_subject(s, gallery_id=g.id, external_id=external_id)
+            rows = subject_templates(s, subject_id=subject.id)
+            return [(int(r.id), template_vector(r, self.cipher)) for r in rows]
+
+    def list_templates(
+        self,
+        gallery: str,
+        *,
+        external_id: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[tuple[int, str]], int]:
+        """A page of (template id, subject external id) in id order, and the total count."""
+        with self.db.session() as s:
+            g = get_gallery(s, name=gallery)
+            return list_templates(
+                s, gallery_id=g.id, external_id=external_id, offset=offset, limit=limit
+            )
+
+    def rename_subject(self, gallery: str, old: str, new: str) -> None:
+        """Change a subject's external id; ConflictError if `new` is taken. Templates are bound
+        to the subject's internal id, so nothing needs re-encrypting."""
+        with self.db.session() as s:
+            g = get_gallery(s, name=gallery)
+            rename_subject(s, gallery_id=g.id, external_id=old, new_external_id=new)
+
+    def _detached_gallery(self, name: str) -> GalleryRow:
+        with self.db.session() as s:
+            g = get_gallery(s, name=name)
+            s.expunge(g)
+        return g
 
     # -- search ------------------------------------------------------------------------------
 
@@ -285,8 +366,6 @@ class GalleryService:
             s.expunge(g)
         for p in probes:
             if str(p.model) != g.model:
-                from yingyan.errors import ModelMismatchError
-
                 raise ModelMismatchError(
                     f"gallery {gallery!r} holds templates of {g.model}, not of {p.model}"
                 )
@@ -340,7 +419,7 @@ class GalleryService:
         best: dict[tuple[int, int], tuple[float, int, int]] = {}
         index: VectorIndex | None = None
         with self.db.session() as session:
-            batches = iter_template_batches(session, gallery_id=g.id)
+            batches = iter_template_batches(session, gallery_id=g.id, cipher=self.cipher)
             for ids, vectors in ((b.ids, b.vectors) for b in batches):
                 index = index or self.index(g, vectors.shape[1])
                 hits = index.search(vectors, min(k + 1, len(index)))

@@ -71,6 +71,16 @@ class Database:
         with self._engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
 
+    def purge_deleted(self) -> None:
+        """After an erasure: on SQLite, fold the write-ahead log into the file and truncate it.
+        `secure_delete` already zeroed the deleted rows in the database pages, but the WAL
+        still holds copies of the pages as they were before; a reader holding an old snapshot
+        makes this a no-op until the next call. PostgreSQL keeps dead tuples until VACUUM."""
+        if self.backend != "sqlite":
+            return
+        with self._engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def close(self) -> None:
         self._engine.dispose()
 
@@ -149,12 +159,14 @@ def create_store_engine(url: URL) -> Engine:
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     """Foreign keys (off by default in SQLite: cascades would silently not happen), WAL
-    (readers do not block the writer), and transactions controlled by SQLAlchemy: the sqlite3
-    module's own handling never BEGINs before DDL or SAVEPOINT, which would break atomic
-    migrations and nested transactions."""
+    (readers do not block the writer), secure delete (deleted rows are overwritten with zeros
+    rather than left in free pages: an erased template must not be recoverable from the file),
+    and transactions controlled by SQLAlchemy: the sqlite3 module's own handling never BEGINs
+    before DDL or SAVEPOINT, which would break atomic migrations and nested transactions."""
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA secure_delete = ON")
     cursor.execute("PRAGMA journal_mode = WAL")
     cursor.close()
 

@@ -3,7 +3,9 @@
 The caller owns the unit of work (`with db.session() as session:`) and nothing here commits, so
 enrolling a subject with its templates and consent is all or nothing. Functions flush when they
 need generated ids. Vectors are stored as float32 little-endian bytes, written and read only by
-`pack_vector`/`unpack_vector`, so encryption at rest can be added in one place.
+`pack_vector`/`unpack_vector`; given a `TemplateCipher` they are sealed with AES-GCM, bound to
+their gallery and subject. Plaintext rows (written without a cipher) stay readable with one, so
+an existing database is migrated by `reencrypt_templates`.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from yingyan.errors import ModelMismatchError
+from yingyan.privacy.cipher import KeyMissingError, blob_key_id, template_context
 from yingyan.store.database import StoreError
 from yingyan.store.tables import (
     GALLERY_KINDS,
@@ -33,6 +37,9 @@ from yingyan.store.tables import (
     utcnow,
 )
 from yingyan.types import Box, ModelId, Template, Vector
+
+if TYPE_CHECKING:
+    from yingyan.privacy.cipher import TemplateCipher
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _VECTOR_DTYPE: Final = np.dtype("<f4")
@@ -69,25 +76,74 @@ class RetentionCandidate(NamedTuple):
 # -- vectors -----------------------------------------------------------------------------------
 
 
-def pack_vector(vector: npt.ArrayLike) -> bytes:
-    """The stored form of a template vector (the one place to add encryption)."""
+@dataclass(frozen=True, slots=True)
+class TemplateOwner:
+    """Where a stored template belongs; its sealed blob is bound to it (associated data)."""
+
+    gallery_id: int
+    subject_id: int
+
+    def context(self) -> bytes:
+        return template_context(self.gallery_id, self.subject_id)
+
+
+def pack_vector(
+    vector: npt.ArrayLike,
+    cipher: TemplateCipher | None = None,
+    *,
+    owner: TemplateOwner | None = None,
+) -> bytes:
+    """The stored form of a template vector: float32 little-endian bytes, sealed under the
+    cipher's active key (bound to `owner`) when a cipher is given."""
     array = np.asarray(vector, dtype=np.float32)
     if array.ndim != 1 or array.size == 0:
         raise InvalidValueError(f"a template vector must be 1-D and non-empty, not {array.shape}")
     if not np.isfinite(array).all():
         raise InvalidValueError("a template vector must not contain NaN or infinity")
-    return array.astype(_VECTOR_DTYPE, copy=False).tobytes()
+    plain = array.astype(_VECTOR_DTYPE, copy=False).tobytes()
+    if cipher is None:
+        return plain
+    if owner is None:
+        raise InvalidValueError("an encrypted template needs its owner (gallery and subject)")
+    return cipher.encrypt(plain, owner.context())
 
 
-def unpack_vector(data: bytes, dimension: int) -> Vector:
-    """The vector of a stored template; exact inverse of `pack_vector`."""
-    if len(data) != dimension * _VECTOR_DTYPE.itemsize:
-        raise StoreError(f"stored vector has {len(data)} bytes, expected {dimension} float32")
+def unpack_vector(
+    data: bytes,
+    dimension: int,
+    cipher: TemplateCipher | None = None,
+    *,
+    owner: TemplateOwner | None = None,
+) -> Vector:
+    """The vector of a stored template; exact inverse of `pack_vector`. Plaintext rows are read
+    with or without a cipher; sealed ones need the cipher and their owner."""
+    plain = _VECTOR_DTYPE.itemsize * dimension
+    if len(data) != plain:
+        if stored_key_id(data, dimension) is None:
+            raise StoreError(f"stored vector has {len(data)} bytes, expected {dimension} float32")
+        if cipher is None:
+            raise KeyMissingError(
+                "templates are encrypted but no key is configured "
+                "(set YINGYAN_KEY_FILE or YINGYAN_TEMPLATE_KEY)"
+            )
+        if owner is None:
+            raise InvalidValueError("an encrypted template needs its owner (gallery and subject)")
+        data = cipher.decrypt(data, owner.context())
+        if len(data) != plain:
+            raise StoreError(f"decrypted vector has {len(data)} bytes, expected {plain}")
     return np.frombuffer(data, dtype=_VECTOR_DTYPE).astype(np.float32)
 
 
-def template_vector(row: TemplateRow) -> Vector:
-    return unpack_vector(row.embedding, row.dimension)
+def stored_key_id(data: bytes, dimension: int) -> str | None:
+    """The key id a stored template is sealed under; None for a plaintext row."""
+    if len(data) == _VECTOR_DTYPE.itemsize * dimension:
+        return None
+    return blob_key_id(data)
+
+
+def template_vector(row: TemplateRow, cipher: TemplateCipher | None = None) -> Vector:
+    owner = TemplateOwner(row.gallery_id, row.subject_id)
+    return unpack_vector(row.embedding, row.dimension, cipher, owner=owner)
 
 
 # -- galleries ---------------------------------------------------------------------------------
@@ -233,6 +289,24 @@ def delete_subject(session: Session, *, gallery_id: int, external_id: str) -> li
     return ids
 
 
+def rename_subject(
+    session: Session, *, gallery_id: int, external_id: str, new_external_id: str
+) -> SubjectRow:
+    """Give a subject another external id (its templates and consents follow)."""
+    row = get_subject(session, gallery_id=gallery_id, external_id=external_id)
+    new = _required(new_external_id, "external id")
+    if new == row.external_id:
+        return row
+    if _subject(session, gallery_id, new) is not None:
+        raise ConflictError(f"a subject {new!r} already exists in gallery {gallery_id}")
+    try:
+        with session.begin_nested():
+            row.external_id = new
+    except IntegrityError:  # taken concurrently since the check above
+        raise ConflictError(f"a subject {new!r} already exists in gallery {gallery_id}") from None
+    return row
+
+
 def subjects_of_templates(session: Session, *, template_ids: Iterable[int]) -> dict[int, int]:
     """template id → subject id, for turning index hits into candidates. Unknown ids (deleted
     since the index was built) are absent."""
@@ -264,13 +338,15 @@ def add_template(
     source_sha256: str,
     box: Box | Sequence[float] | None = None,
     image: bytes | None = None,
+    cipher: TemplateCipher | None = None,
 ) -> tuple[TemplateRow, bool]:
     """Store a template of `subject`, and whether it is new. The same source image for the same
     subject returns the existing row, so re-running an enrolment is harmless.
 
     The template must come from the gallery's model. `image` is kept only if the gallery keeps
     images, and dropped otherwise: the store never holds photos it was not allowed to. Quality
-    gating against `min_quality` is the enrolment policy's job, not the store's.
+    gating against `min_quality` is the enrolment policy's job, not the store's. With a
+    `cipher` the vector is stored encrypted, bound to its gallery and subject.
     """
     gallery = get_gallery_by_id(session, gallery_id=subject.gallery_id)
     if str(template.model) != gallery.model:
@@ -282,7 +358,8 @@ def add_template(
         raise InvalidValueError("source_sha256 must be the 64 hex digits of a sha256")
     if not math.isfinite(quality):
         raise InvalidValueError("quality must be a finite number")
-    embedding = pack_vector(template.vector)
+    dimension = int(np.asarray(template.vector).size)
+    embedding = pack_vector(template.vector, cipher, owner=TemplateOwner(gallery.id, subject.id))
     stored_box = _box(box)
 
     def find() -> TemplateRow | None:
@@ -296,7 +373,7 @@ def add_template(
             subject_id=subject.id,
             gallery_id=gallery.id,
             embedding=embedding,
-            dimension=len(embedding) // _VECTOR_DTYPE.itemsize,
+            dimension=dimension,
             model_name=template.model.name,
             model_version=template.model.version,
             recipe=template.recipe,
@@ -314,8 +391,17 @@ def count_templates(session: Session, *, gallery_id: int) -> int:
     return session.scalar(query) or 0
 
 
+def count_all_templates(session: Session) -> int:
+    """Templates of every gallery (what a key rotation scans)."""
+    return session.scalar(select(func.count()).select_from(TemplateRow)) or 0
+
+
 def iter_template_batches(
-    session: Session, *, gallery_id: int, batch_size: int = 10_000
+    session: Session,
+    *,
+    gallery_id: int,
+    batch_size: int = 10_000,
+    cipher: TemplateCipher | None = None,
 ) -> Iterator[TemplateBatch]:
     """Every template of a gallery exactly once, in ascending id order, `batch_size` at a time,
     for (re)building the vector index without loading the whole gallery. Each batch is one
@@ -327,7 +413,12 @@ def iter_template_batches(
     last = 0  # ids start at 1 on both backends
     while True:
         query = (
-            select(TemplateRow.id, TemplateRow.embedding, TemplateRow.dimension)
+            select(
+                TemplateRow.id,
+                TemplateRow.subject_id,
+                TemplateRow.embedding,
+                TemplateRow.dimension,
+            )
             .where(TemplateRow.gallery_id == gallery_id, TemplateRow.id > last)
             .order_by(TemplateRow.id)
             .limit(batch_size)
@@ -335,21 +426,124 @@ def iter_template_batches(
         rows = session.execute(query).all()
         if not rows:
             return
-        yield _batch(rows)
+        yield _batch(rows, gallery_id, cipher)
         if len(rows) < batch_size:
             return
         last = rows[-1].id
 
 
-def _batch(rows: Sequence[Any]) -> TemplateBatch:
+def _batch(rows: Sequence[Any], gallery_id: int, cipher: TemplateCipher | None) -> TemplateBatch:
     ids = np.fromiter((row.id for row in rows), dtype=np.int64, count=len(rows))
     dimension = rows[0].dimension
     vectors = np.empty((len(rows), dimension), dtype=np.float32)
     for i, row in enumerate(rows):
         if row.dimension != dimension:
             raise StoreError(f"template {row.id} has dimension {row.dimension}, not {dimension}")
-        vectors[i] = unpack_vector(row.embedding, row.dimension)
+        owner = TemplateOwner(gallery_id, row.subject_id)
+        vectors[i] = unpack_vector(row.embedding, row.dimension, cipher, owner=owner)
     return TemplateBatch(ids, vectors)
+
+
+def get_template(session: Session, *, gallery_id: int, template_id: int) -> TemplateRow:
+    query = select(TemplateRow).where(
+        TemplateRow.id == template_id, TemplateRow.gallery_id == gallery_id
+    )
+    row = session.scalar(query)
+    if row is None:
+        raise NotFoundError(f"no template {template_id} in gallery {gallery_id}")
+    return row
+
+
+def delete_template(session: Session, *, gallery_id: int, template_id: int) -> str:
+    """Delete one template of a gallery (its subject stays, with its other templates and
+    consents). Returns the subject's external id; the caller removes the id from the index."""
+    row = get_template(session, gallery_id=gallery_id, template_id=template_id)
+    external_id = session.scalars(
+        select(SubjectRow.external_id).where(SubjectRow.id == row.subject_id)
+    ).one()
+    session.delete(row)
+    session.flush()
+    return external_id
+
+
+def subject_templates(session: Session, *, subject_id: int) -> list[TemplateRow]:
+    query = select(TemplateRow).where(TemplateRow.subject_id == subject_id)
+    return list(session.scalars(query.order_by(TemplateRow.id)))
+
+
+def list_templates(
+    session: Session,
+    *,
+    gallery_id: int,
+    external_id: str | None = None,
+    offset: int = 0,
+    limit: int = 100,
+) -> tuple[list[tuple[int, str]], int]:
+    """One page of a gallery's (template id, subject external id) in template id order, of one
+    subject if `external_id` is given; and how many there are in all."""
+    if limit < 1 or offset < 0:
+        raise InvalidValueError("limit must be at least 1 and offset at least 0")
+    where = [TemplateRow.gallery_id == gallery_id]
+    if external_id is not None:
+        where.append(SubjectRow.external_id == external_id)
+    joined = select(TemplateRow.id, SubjectRow.external_id).join(
+        SubjectRow, SubjectRow.id == TemplateRow.subject_id
+    )
+    page = joined.where(*where).order_by(TemplateRow.id).offset(offset).limit(limit)
+    total = select(func.count()).select_from(joined.where(*where).subquery())
+    rows = [(int(tid), str(ext)) for tid, ext in session.execute(page)]
+    return rows, session.scalar(total) or 0
+
+
+def template_key_usage(session: Session, *, batch_size: int = 10_000) -> dict[str | None, int]:
+    """How many stored templates (every gallery) are sealed under each key id; None counts
+    plaintext rows. What `retire` checks before a key leaves the keyring."""
+    usage: dict[str | None, int] = {}
+    last = 0
+    while True:
+        query = (
+            select(TemplateRow.id, TemplateRow.embedding, TemplateRow.dimension)
+            .where(TemplateRow.id > last)
+            .order_by(TemplateRow.id)
+            .limit(batch_size)
+        )
+        rows = session.execute(query).all()
+        for row in rows:
+            key_id = stored_key_id(row.embedding, row.dimension)
+            usage[key_id] = usage.get(key_id, 0) + 1
+        if len(rows) < batch_size:
+            return usage
+        last = rows[-1].id
+
+
+class ReencryptedBatch(NamedTuple):
+    last_id: int | None  # None: no template after `after_id`, the pass is complete
+    scanned: int
+    rewritten: int
+
+
+def reencrypt_templates(
+    session: Session, *, cipher: TemplateCipher, after_id: int = 0, batch_size: int = 1_000
+) -> ReencryptedBatch:
+    """Re-seal under the active key the next `batch_size` templates (every gallery, id order)
+    whose blobs are plaintext or under an older key. Call again with `after_id=last_id` until
+    `last_id` is None; commit between calls so a long rotation keeps its progress."""
+    if batch_size < 1:
+        raise InvalidValueError("batch_size must be at least 1")
+    query = (select(TemplateRow).where(TemplateRow.id > after_id).order_by(TemplateRow.id)).limit(
+        batch_size
+    )
+    rows = list(session.scalars(query))
+    rewritten = 0
+    for row in rows:
+        if stored_key_id(row.embedding, row.dimension) == cipher.active_key_id:
+            continue
+        owner = TemplateOwner(row.gallery_id, row.subject_id)
+        vector = unpack_vector(row.embedding, row.dimension, cipher, owner=owner)
+        row.embedding = pack_vector(vector, cipher, owner=owner)
+        rewritten += 1
+    session.flush()
+    return ReencryptedBatch(rows[-1].id if rows else None, len(rows), rewritten)
 
 
 def template_ids(

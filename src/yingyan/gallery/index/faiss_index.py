@@ -21,6 +21,12 @@ fingerprint) are each written to a temporary file, fsynced and renamed into plac
 between the two renames leaves a sidecar whose fingerprint disagrees with the file, which
 loading detects (VectorIndexError): the caller rebuilds from the database.
 
+Encryption at rest: given a `TemplateCipher`, the faiss file is serialised in memory, sealed with
+AES-GCM (bound to the file's name, which names gallery and model) and written the same atomic
+way, so the vectors never reach the disk in clear. A plaintext file still loads (the next save
+encrypts it); a file under a retired or wrong key raises VectorIndexError (rebuild), and an
+encrypted file with no key configured raises KeyMissingError.
+
 Threads: faiss uses OpenMP, whose thread count is process-wide; opening an index sets it from
 `IndexSpec.threads` (1 suits a server that runs one search per request thread).
 """
@@ -33,7 +39,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -51,6 +57,16 @@ from yingyan.gallery.index.base import (
     check_k,
     check_queries,
 )
+from yingyan.privacy.cipher import (
+    MAGIC,
+    DecryptionError,
+    KeyMissingError,
+    UnknownKeyError,
+    index_context,
+)
+
+if TYPE_CHECKING:
+    from yingyan.privacy.cipher import TemplateCipher
 
 FORMAT = "yingyan-vector-index/1"
 MIN_POINTS_PER_CELL = 39  # below this faiss's k-means warns that centroids are poorly trained
@@ -122,11 +138,19 @@ class FaissIndex:
     index and need the caller's exclusive lock, as a gallery's writer would hold anyway."""
 
     def __init__(
-        self, spec: IndexSpec, dimension: int, *, model: str, path: Path | None, index: Any
+        self,
+        spec: IndexSpec,
+        dimension: int,
+        *,
+        model: str,
+        path: Path | None,
+        index: Any,
+        cipher: TemplateCipher | None = None,
     ) -> None:
         if spec.kind == "milvus":
             raise VectorIndexError("FaissIndex does not serve the milvus kind")
         self._spec = spec
+        self._cipher = cipher
         self._dim = dimension
         self._model = model
         self._path = path
@@ -136,16 +160,32 @@ class FaissIndex:
         self.tune(nprobe=spec.nprobe, ef_search=spec.ef_search)
 
     @classmethod
-    def open(cls, spec: IndexSpec, path: Path | None, dimension: int, *, model: str) -> FaissIndex:
-        """Load `path` if an index was saved there, else start empty."""
+    def open(
+        cls,
+        spec: IndexSpec,
+        path: Path | None,
+        dimension: int,
+        *,
+        model: str,
+        cipher: TemplateCipher | None = None,
+    ) -> FaissIndex:
+        """Load `path` if an index was saved there, else start empty. With `cipher` the file
+        is saved encrypted (and an encrypted file can be loaded)."""
         if path is None or not sidecar_path(path).exists():
             if path is not None and path.exists():
                 raise VectorIndexError(f"{path} has no sidecar: not written by this code")
-            return cls(spec, dimension, model=model, path=path, index=None)
-        return cls._load(spec, path, dimension, model)
+            return cls(spec, dimension, model=model, path=path, index=None, cipher=cipher)
+        return cls._load(spec, path, dimension, model, cipher)
 
     @classmethod
-    def _load(cls, spec: IndexSpec, path: Path, dimension: int, model: str) -> FaissIndex:
+    def _load(
+        cls,
+        spec: IndexSpec,
+        path: Path,
+        dimension: int,
+        model: str,
+        cipher: TemplateCipher | None,
+    ) -> FaissIndex:
         manifest = read_manifest(path)
         wanted = {"kind": variant(spec), "dimension": dimension, "model": model}
         for key, value in wanted.items():
@@ -153,10 +193,10 @@ class FaissIndex:
                 raise VectorIndexError(
                     f"index {path} has {key} {getattr(manifest, key)!r}, expected {value!r}"
                 )
-        index = _read(path) if manifest.trained else None
+        index = _read(path, cipher) if manifest.trained else None
         if index is not None and index.d != dimension:
             raise VectorIndexError(f"index file {path} has dimension {index.d}, not {dimension}")
-        loaded = cls(spec, dimension, model=model, path=path, index=index)
+        loaded = cls(spec, dimension, model=model, path=path, index=index, cipher=cipher)
         if loaded.fingerprint() != manifest.fingerprint:
             raise VectorIndexError(
                 f"index file {path} disagrees with its sidecar (interrupted save?): rebuild it"
@@ -226,12 +266,19 @@ class FaissIndex:
             raise VectorIndexError("this index has no file: open it with a path to save it")
         self._path.parent.mkdir(parents=True, exist_ok=True)
         if self._index is not None:
-            index = self._index
-            _atomic_write(self._path, lambda tmp: faiss.write_index(index, str(tmp)))
+            _atomic_write(self._path, self._writer(self._path, self._index))
         text = self._manifest().to_json()
         _atomic_write(sidecar_path(self._path), lambda tmp: tmp.write_text(text, "utf-8"))
         if self._index is None:  # a stale file from before would contradict the sidecar
             self._path.unlink(missing_ok=True)
+
+    def _writer(self, path: Path, index: Any) -> Callable[[Path], object]:
+        """How to write the faiss file: faiss itself, or sealed bytes when encrypting."""
+        cipher = self._cipher
+        if cipher is None:
+            return lambda tmp: faiss.write_index(index, str(tmp))
+        blob = cipher.encrypt(faiss.serialize_index(index).tobytes(), index_context(path.name))
+        return lambda tmp: tmp.write_bytes(blob)
 
     def close(self) -> None:
         """Free the memory now (not saved: call `save()` first); the object is empty after."""
@@ -383,9 +430,38 @@ def _compact_hnsw(index: Any, spec: IndexSpec, dim: int) -> Any:
     return fresh
 
 
-def _read(path: Path) -> Any:
+def reseal_file(path: Path, cipher: TemplateCipher) -> bool:
+    """Re-encrypt a saved faiss file under the cipher's active key (encrypting a plaintext one)
+    without loading it into faiss; the sidecar stays valid (it describes ids, not bytes).
+    False if it already was; VectorIndexError if it cannot be decrypted (rebuild it)."""
+    data = path.read_bytes()
+    if cipher.is_current(data):
+        return False
+    if data.startswith(MAGIC):
+        try:
+            data = cipher.decrypt(data, index_context(path.name))
+        except (UnknownKeyError, DecryptionError) as exc:
+            raise VectorIndexError(f"cannot decrypt index file {path}: {exc.message}") from exc
+    blob = cipher.encrypt(data, index_context(path.name))
+    _atomic_write(path, lambda tmp: tmp.write_bytes(blob))
+    return True
+
+
+def _read(path: Path, cipher: TemplateCipher | None) -> Any:
+    """A faiss file, plaintext or sealed (decrypted with `cipher`, bound to the file's name)."""
     try:
-        return faiss.read_index(str(path))
+        data = path.read_bytes()
+    except OSError as exc:
+        raise VectorIndexError(f"cannot read index file {path}: {exc.strerror}") from exc
+    if data.startswith(MAGIC):
+        if cipher is None:
+            raise KeyMissingError(f"index file {path} is encrypted but no key is configured")
+        try:
+            data = cipher.decrypt(data, index_context(path.name))
+        except (UnknownKeyError, DecryptionError) as exc:
+            raise VectorIndexError(f"cannot decrypt index file {path}: {exc.message}") from exc
+    try:
+        return faiss.deserialize_index(np.frombuffer(data, np.uint8))
     except RuntimeError as exc:
         raise VectorIndexError(f"cannot read index file {path}: {exc}") from exc
 

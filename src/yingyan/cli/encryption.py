@@ -1,0 +1,180 @@
+"""`yingyan encryption`: the template keyring (init, rotate, retire, status).
+
+Keys come from `--key-file`, else $YINGYAN_KEY_FILE, else $YINGYAN_TEMPLATE_KEY (the keyring
+JSON or one base64 key), else `<data dir>/template-keys.json`, which gallery commands create
+when absent: templates are encrypted by default.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import suppress
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from yingyan.cli.gallery import DataDirOpt, DbUrlOpt, data_dir
+from yingyan.cli.options import handles_errors
+from yingyan.errors import ConfigError
+from yingyan.privacy import (
+    DEFAULT_KEY_FILE,
+    ENV_KEY,
+    KeyringError,
+    KeySource,
+    TemplateCipher,
+    add_key,
+    create_keyring,
+    key_source,
+    load_cipher,
+)
+from yingyan.store import Database, open_database
+
+encryption_app = typer.Typer(
+    help="Template encryption keys: init, rotate, retire, status.", no_args_is_help=True
+)
+
+KeyFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--key-file",
+        help="template keyring file [env YINGYAN_KEY_FILE, or the key in YINGYAN_TEMPLATE_KEY; "
+        "default DATA_DIR/template-keys.json]",
+    ),
+]
+
+
+def resolve_source(key_file: Path | None, folder: Path) -> KeySource:
+    return key_source(key_file, os.environ, folder / DEFAULT_KEY_FILE)
+
+
+def service_cipher(key_file: Path | None, folder: Path) -> TemplateCipher:
+    """The cipher gallery commands use. The default key file is created when absent (privacy
+    by default); an explicitly configured one must exist."""
+    source = resolve_source(key_file, folder)
+    if source.is_default and source.key_file is not None and not source.key_file.exists():
+        with suppress(KeyringError):  # created meanwhile by another command: use that one
+            create_keyring(source.key_file)
+    cipher = load_cipher(source.key_file, source.env_value)
+    assert cipher is not None  # a source always names a file or a value
+    return cipher
+
+
+def _key_file(source: KeySource, action: str) -> Path:
+    if source.key_file is None:
+        raise ConfigError(
+            f"the keys come from ${ENV_KEY}: {action} them where that value is managed, "
+            "or use a key file (--key-file)"
+        )
+    return source.key_file
+
+
+def _open_db(folder: Path, url: str | None) -> Database:
+    return open_database(url or os.environ.get("YINGYAN_DATABASE_URL"), folder)
+
+
+@encryption_app.command("init")
+@handles_errors
+def init(key_file: KeyFileOpt = None, data: DataDirOpt = None) -> None:
+    """Create the key file (mode 0600) with one random AES-256 key."""
+    path = _key_file(resolve_source(key_file, data_dir(data)), "create")
+    keyring = create_keyring(path)
+    typer.echo(
+        f"created {path} (active key {keyring.active}); back it up apart from the database: "
+        "without it the templates cannot be read"
+    )
+
+
+@encryption_app.command("rotate")
+@handles_errors
+def rotate(
+    key_file: KeyFileOpt = None,
+    data: DataDirOpt = None,
+    url: DbUrlOpt = None,
+    new_key: Annotated[
+        bool, typer.Option(help="add a new active key first (else re-encrypt only)")
+    ] = True,
+    batch_size: Annotated[int, typer.Option(help="templates per transaction")] = 1000,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Re-encrypt every template (and index file) under a new active key; plaintext ones too.
+    Then `retire` the old keys."""
+    from yingyan.batch import progress_bar
+    from yingyan.privacy.rotation import (
+        count_templates_to_scan,
+        reseal_index_files,
+        rotate_templates,
+    )
+
+    folder = data_dir(data)
+    source = resolve_source(key_file, folder)
+    if new_key:
+        typer.echo(f"new active key {add_key(_key_file(source, 'add keys to'))}")
+    cipher = load_cipher(source.key_file, source.env_value)
+    assert cipher is not None
+    with _open_db(folder, url) as db, progress_bar(progress) as bar:
+        task = bar.add_task("re-encrypting", total=count_templates_to_scan(db))
+        report = rotate_templates(
+            db, cipher, batch_size=batch_size, progress=lambda n: bar.advance(task, n)
+        )
+    files, dropped = reseal_index_files(folder / "index", cipher)
+    typer.echo(
+        f"{report.rewritten} of {report.scanned} template(s) re-encrypted under "
+        f"{report.active_key}; {files} index file(s) re-encrypted"
+        + (f", {len(dropped)} unreadable one(s) removed (rebuilt on use)" if dropped else "")
+    )
+
+
+@encryption_app.command("retire")
+@handles_errors
+def retire(
+    key_id: Annotated[str, typer.Argument(help="the key to remove from the keyring")],
+    key_file: KeyFileOpt = None,
+    data: DataDirOpt = None,
+    url: DbUrlOpt = None,
+) -> None:
+    """Remove an old key; refused while any stored template is still encrypted under it."""
+    from yingyan.privacy.rotation import retire_key
+
+    folder = data_dir(data)
+    path = _key_file(resolve_source(key_file, folder), "retire")
+    with _open_db(folder, url) as db:
+        retire_key(db, path, key_id)
+    typer.echo(f"retired key {key_id!r} from {path}")
+
+
+@encryption_app.command("status")
+@handles_errors
+def status(key_file: KeyFileOpt = None, data: DataDirOpt = None, url: DbUrlOpt = None) -> None:
+    """Which keys encrypt how many stored templates, and how many are still plaintext."""
+    from yingyan.cli.main import out
+    from yingyan.privacy.rotation import key_usage
+
+    folder = data_dir(data)
+    source = resolve_source(key_file, folder)
+    cipher = None
+    if not (source.is_default and source.key_file is not None and not source.key_file.exists()):
+        cipher = load_cipher(source.key_file, source.env_value)
+    with _open_db(folder, url) as db:
+        usage = key_usage(db)
+    known = set(cipher.key_ids) if cipher is not None else set()
+    table = Table(title=f"templates by key ({source.describe() if cipher else 'no keyring'})")
+    for col in ("key", "templates", "state"):
+        table.add_column(col)
+    for key_id in sorted(known | set(usage.by_key)):
+        count = usage.by_key.get(key_id, 0)
+        state = "old" if count else "old, unused: can be retired"
+        if cipher is not None and key_id == cipher.active_key_id:
+            state = "active"
+        if key_id not in known:
+            state = "MISSING from the keyring: these templates cannot be read"
+        table.add_row(key_id, str(count), state)
+    table.add_row(
+        "(plaintext)", str(usage.plaintext), "rotate to encrypt" if usage.plaintext else ""
+    )
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(encryption_app, name="encryption")

@@ -1,0 +1,105 @@
+"""Key rotation over the store: re-encrypt every template under the active key, report which
+keys are in use, and retire a key only once no stored template needs it.
+
+Rotation: `add_key` (a new active key), `rotate_templates` (re-seal every template not under
+it, plaintext ones included, one committed batch at a time: an interrupted run keeps its
+progress and everything stays readable), `reseal_index_files`, then `retire_key` for each old
+key. An index file under a retired key is only a cache: the gallery service rebuilds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from yingyan.gallery.index import VectorIndexError
+from yingyan.privacy.cipher import KeyInUseError, TemplateCipher
+from yingyan.privacy.keyring import read_keyring, write_keyring
+from yingyan.store import Database, count_all_templates, reencrypt_templates, template_key_usage
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUsage:
+    """Stored templates per key id, and those still in plaintext."""
+
+    by_key: dict[str, int]
+    plaintext: int
+
+    @property
+    def total(self) -> int:
+        return self.plaintext + sum(self.by_key.values())
+
+
+@dataclass(frozen=True, slots=True)
+class RotationReport:
+    scanned: int
+    rewritten: int
+    active_key: str
+
+
+def key_usage(db: Database) -> KeyUsage:
+    with db.session() as s:
+        usage = template_key_usage(s)
+    plaintext = usage.pop(None, 0)
+    return KeyUsage({k: n for k, n in sorted(usage.items()) if k is not None}, plaintext)
+
+
+def rotate_templates(
+    db: Database,
+    cipher: TemplateCipher,
+    *,
+    batch_size: int = 1_000,
+    progress: Callable[[int], None] | None = None,
+) -> RotationReport:
+    """Re-encrypt every stored template that is not under the active key, `batch_size` per
+    transaction; `progress(n)` is called with the number of templates scanned by each batch."""
+    scanned = rewritten = 0
+    after = 0
+    while True:
+        with db.session() as s:
+            batch = reencrypt_templates(s, cipher=cipher, after_id=after, batch_size=batch_size)
+        if batch.last_id is None:
+            break
+        scanned += batch.scanned
+        rewritten += batch.rewritten
+        after = batch.last_id
+        if progress is not None:
+            progress(batch.scanned)
+    return RotationReport(scanned, rewritten, cipher.active_key_id)
+
+
+def count_templates_to_scan(db: Database) -> int:
+    """How many templates a rotation scans (for a progress bar's total)."""
+    with db.session() as s:
+        return count_all_templates(s)
+
+
+def reseal_index_files(index_dir: Path, cipher: TemplateCipher) -> tuple[int, list[Path]]:
+    """Re-encrypt every saved faiss file under the active key. Returns how many were rewritten
+    and the files that could not be decrypted (deleted: the service rebuilds them)."""
+    from yingyan.gallery.index.faiss_index import reseal_file, sidecar_path
+
+    rewritten, dropped = 0, []
+    for path in sorted(index_dir.glob("*.faiss")) if index_dir.is_dir() else []:
+        try:
+            rewritten += reseal_file(path, cipher)
+        except VectorIndexError:
+            path.unlink(missing_ok=True)
+            sidecar_path(path).unlink(missing_ok=True)
+            dropped.append(path)
+    return rewritten, dropped
+
+
+def retire_key(db: Database, key_file: Path, key_id: str) -> None:
+    """Remove `key_id` from the key file, refused while it is active or any stored template is
+    still encrypted under it (run `rotate_templates` first)."""
+    keyring = read_keyring(key_file)
+    smaller = keyring.without(key_id)  # refuses the active key and unknown ids
+    in_use = key_usage(db).by_key.get(key_id, 0)
+    if in_use:
+        raise KeyInUseError(
+            f"{in_use} stored template(s) are still encrypted under {key_id!r}: "
+            "rotate (re-encrypt) them first"
+        )
+    write_keyring(key_file, smaller)
