@@ -57,3 +57,15 @@ class DatasetError(YingyanError):
     """An evaluation data set is missing or malformed."""
 
     code = "invalid_dataset"
+
+
+class SeveralFacesError(YingyanError):
+    """Exactly one face was required (enrolment, 1:1 verification) and several were found."""
+
+    code = "several_faces"
+
+
+class TooManyFacesError(YingyanError):
+    """More faces than the configured limit: refused before any of them is embedded."""
+
+    code = "too_many_faces"

@@ -8,7 +8,6 @@ when absent: templates are encrypted by default.
 from __future__ import annotations
 
 import os
-from contextlib import suppress
 from pathlib import Path
 from typing import Annotated
 
@@ -21,13 +20,13 @@ from yingyan.errors import ConfigError
 from yingyan.privacy import (
     DEFAULT_KEY_FILE,
     ENV_KEY,
-    KeyringError,
     KeySource,
     TemplateCipher,
     add_key,
     create_keyring,
     key_source,
     load_cipher,
+    open_cipher,
 )
 from yingyan.store import Database, open_database
 
@@ -50,15 +49,8 @@ def resolve_source(key_file: Path | None, folder: Path) -> KeySource:
 
 
 def service_cipher(key_file: Path | None, folder: Path) -> TemplateCipher:
-    """The cipher gallery commands use. The default key file is created when absent (privacy
-    by default); an explicitly configured one must exist."""
-    source = resolve_source(key_file, folder)
-    if source.is_default and source.key_file is not None and not source.key_file.exists():
-        with suppress(KeyringError):  # created meanwhile by another command: use that one
-            create_keyring(source.key_file)
-    cipher = load_cipher(source.key_file, source.env_value)
-    assert cipher is not None  # a source always names a file or a value
-    return cipher
+    """The cipher gallery commands use (see `open_cipher`)."""
+    return open_cipher(resolve_source(key_file, folder))
 
 
 def _key_file(source: KeySource, action: str) -> Path:

@@ -424,5 +424,10 @@ from yingyan.cli import encryption  # noqa: E402
 
 encryption.register(app)
 
+from yingyan.cli import retention, serve  # noqa: E402
+
+retention.register(app)
+serve.register(app)
+
 if __name__ == "__main__":
     app()

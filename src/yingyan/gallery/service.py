@@ -31,12 +31,14 @@ from yingyan.store import (
     Database,
     GalleryRow,
     add_template,
+    count_templates,
     delete_gallery,
     delete_subject,
     delete_template,
     get_gallery,
     get_or_create_subject,
     get_subject,
+    get_template,
     iter_template_batches,
     list_galleries,
     list_templates,
@@ -332,6 +334,18 @@ class GalleryService:
             return list_templates(
                 s, gallery_id=g.id, external_id=external_id, offset=offset, limit=limit
             )
+
+    def template_vector(self, gallery: str, template_id: int) -> tuple[str, Vector]:
+        """(subject external id, decrypted vector) of one template of the gallery."""
+        with self.db.session() as s:
+            g = get_gallery(s, name=gallery)
+            row = get_template(s, gallery_id=g.id, template_id=template_id)
+            subject = subjects_by_id(s, subject_ids=[row.subject_id])[row.subject_id]
+            return subject.external_id, template_vector(row, self.cipher)
+
+    def has_templates(self, gallery: str) -> bool:
+        with self.db.session() as s:
+            return count_templates(s, gallery_id=get_gallery(s, name=gallery).id) > 0
 
     def rename_subject(self, gallery: str, old: str, new: str) -> None:
         """Change a subject's external id; ConflictError if `new` is taken. Templates are bound

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -168,3 +169,14 @@ def _b64(value: object, where: str) -> bytes:
             return base64.urlsafe_b64decode(value.strip())
         except (binascii.Error, ValueError):
             raise KeyringError(f"{where} is not base64") from None
+
+
+def open_cipher(source: KeySource) -> TemplateCipher:
+    """The cipher of a configured source. The default key file is created when absent (privacy
+    by default); an explicitly configured one must exist."""
+    if source.is_default and source.key_file is not None and not source.key_file.exists():
+        with suppress(KeyringError):  # created meanwhile by another process: use that one
+            create_keyring(source.key_file)
+    cipher = load_cipher(source.key_file, source.env_value)
+    assert cipher is not None  # a source always names a file or a value
+    return cipher

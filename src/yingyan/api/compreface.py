@@ -1,0 +1,583 @@
+"""CompreFace-compatible routes: the paths, parameters and JSON shapes of Exadel CompreFace's
+recognition, verification and detection services (API v1), so its SDKs and integrations work
+against Yingyan unchanged.
+
+Mapping: a CompreFace "face collection" is one gallery, the one the `x-api-key` is scoped to
+(create such a key with `yingyan keys create --gallery NAME`); `image_id` is the template id;
+`similarity` is the cosine score clipped to [0, 1]; `probability` maps the detector's score to
+[0, 1]. Plugins: `landmarks` (5 points) and `calculator` (the probe's embedding) are served;
+age, gender and mask classifiers do not exist here by design and are ignored. Searches of a
+watchlist collection need `purpose` and `case_reference` query parameters, as on the native API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Body, Depends, Query, Request
+from pydantic import BaseModel
+
+from yingyan.access.keys import ApiKey
+from yingyan.api.errors import ApiError
+from yingyan.api.images import image_body, read_images
+from yingyan.api.security import current_key, require, require_collection
+from yingyan.api.state import AppState, get_state
+from yingyan.audit.log import AuditRecord
+from yingyan.gallery.service import EnrollItem, GalleryService, SubjectCandidate
+from yingyan.store import (
+    NotFoundError,
+    get_gallery,
+    get_or_create_subject,
+    get_subject,
+    list_subjects,
+)
+from yingyan.types import Face
+
+State = Annotated[AppState, Depends(get_state)]
+Key = Annotated[ApiKey, Depends(current_key)]
+DetProb = Annotated[float | None, Query(ge=0.0, le=1.0, description="minimum face probability")]
+Limit = Annotated[int, Query(ge=0, le=1000, description="faces per image, 0: all")]
+Status = Annotated[bool, Query(description="add plugins_versions and execution_time")]
+Plugins = Annotated[str, Query(max_length=200, description="landmarks,calculator")]
+Purpose = Annotated[str | None, Query(max_length=2000)]
+CaseRef = Annotated[str | None, Query(max_length=500)]
+SubjectName = Annotated[str, Query(min_length=1, max_length=255)]
+
+
+class CompreFaceError(BaseModel):
+    message: str
+    code: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": CompreFaceError} for s in (400, 401, 403, 404, 409, 413, 415, 422, 503)
+}
+router = APIRouter(tags=["compreface"], responses=ERRORS)
+RECOGNITION = "/api/v1/recognition"
+
+
+class SubjectBody(BaseModel):
+    subject: str
+
+
+def probability(face: Face) -> float:
+    """The detector's score on [0, 1]: YuNet's is one already; dlib's HOG/MMOD scores are
+    margins (0 at the decision boundary, ~1-3 for clear faces), mapped by 1 - exp(-2 s)."""
+    s = face.detection.score
+    if face.detection.detector.startswith("yunet"):
+        return round(min(1.0, max(0.0, s)), 5)
+    return round(1.0 - math.exp(-2.0 * max(0.0, s)), 5)
+
+
+def box(face: Face) -> dict[str, float | int]:
+    b = face.detection.box
+    return {
+        "probability": probability(face),
+        "x_max": round(b.x2),
+        "y_max": round(b.y2),
+        "x_min": round(b.x1),
+        "y_min": round(b.y1),
+    }
+
+
+def similarity(score: float) -> float:
+    return round(min(1.0, max(0.0, score)), 5)
+
+
+def _filtered(faces: list[Face], det_prob: float | None, limit: int) -> list[Face]:
+    kept = [f for f in faces if det_prob is None or probability(f) >= det_prob]
+    kept.sort(key=lambda f: -f.detection.box.area)
+    return kept[:limit] if limit else kept
+
+
+def _face_json(face: Face, plugins: str, started: float, status: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"box": box(face)}
+    wanted = {p.strip() for p in plugins.split(",") if p.strip()}
+    if "landmarks" in wanted:
+        # dlib's 5-point model has no mouth corners: those points are null, not invented.
+        out["landmarks"] = [
+            [round(x), round(y)] if math.isfinite(x + y) else None
+            for x, y in face.landmarks.points.tolist()
+        ]
+    if "calculator" in wanted and face.template is not None:
+        out["embedding"] = [round(float(v), 6) for v in face.template.vector]
+    if status:
+        out["execution_time"] = {"detector": round((time.perf_counter() - started) * 1000, 1)}
+    return out
+
+
+def _versions(state: AppState) -> dict[str, str]:
+    info = state.inference.info
+    if info is None:
+        return {}
+    return {"detector": info.description["detector"], "calculator": str(info.model)}
+
+
+# -- recognition: faces ------------------------------------------------------------------------
+
+
+@router.post(f"{RECOGNITION}/faces", openapi_extra=image_body("file"))
+async def add_face(
+    request: Request,
+    state: State,
+    key: Key,
+    gallery: Annotated[str, Depends(require_collection("faces:enroll"))],
+    subject: SubjectName,
+    det_prob_threshold: DetProb = None,
+) -> dict[str, str]:
+    """Add an example (face image) of a subject; the subject is created if new."""
+    data = (await read_images(request, "file"))["file"]
+    face = (await state.inference.faces(data, policy="largest"))[0]
+    if det_prob_threshold is not None and probability(face) < det_prob_threshold:
+        raise ApiError("no_face", "no face above det_prob_threshold")
+    assert face.template is not None
+
+    def enroll(galleries: GalleryService) -> int:
+        with galleries.db.session() as session:
+            g = get_gallery(session, name=gallery)
+            keep = g.keep_images
+        item = EnrollItem(
+            external_id=subject,
+            template=face.template,  # type: ignore[arg-type]  # asserted above
+            quality=face.quality.score,
+            source_sha256=hashlib.sha256(data).hexdigest(),
+            box=face.detection.box,
+            image=data if keep else None,
+        )
+        return galleries.enroll(gallery, [item])[0][0]
+
+    template_id = await state.gallery_call(enroll)
+    await state.audit(
+        AuditRecord(
+            key.label,
+            "face.enroll",
+            gallery=gallery,
+            details={"subject": subject, "template_id": template_id, "api": "compreface"},
+        )
+    )
+    return {"image_id": str(template_id), "subject": subject}
+
+
+@router.get(f"{RECOGNITION}/faces")
+async def list_faces(
+    state: State,
+    key: Key,
+    gallery: Annotated[str, Depends(require_collection("subjects:read"))],
+    page: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    size: Annotated[int, Query(ge=1, le=1000)] = 20,
+    subject: Annotated[str | None, Query(max_length=255)] = None,
+) -> dict[str, Any]:
+    rows, total = await state.gallery_call(
+        lambda g: g.list_templates(
+            gallery, external_id=subject or None, offset=page * size, limit=size
+        )
+    )
+    await state.audit(
+        AuditRecord(key.label, "subject.list", gallery=gallery, details={"count": len(rows)})
+    )
+    return {
+        "faces": [{"image_id": str(tid), "subject": name} for tid, name in rows],
+        "page_number": page,
+        "page_size": size,
+        "total_pages": (total + size - 1) // size,
+        "total_elements": total,
+    }
+
+
+@router.delete(f"{RECOGNITION}/faces")
+async def delete_faces_of_subject(
+    state: State,
+    key: Key,
+    gallery: Annotated[str, Depends(require_collection("subjects:write"))],
+    subject: Annotated[str | None, Query(max_length=255)] = None,
+) -> dict[str, int]:
+    """Delete every example of `subject` (of the whole collection if no subject is given)."""
+
+    def erase(galleries: GalleryService) -> int:
+        erased = 0
+        while True:
+            rows, _ = galleries.list_templates(gallery, external_id=subject or None, limit=500)
+            if not rows:
+                return erased
+            for tid, _name in rows:
+                galleries.erase_template(gallery, tid)
+                erased += 1
+
+    if subject:
+        await state.gallery_call(lambda g: _subject_exists(g, gallery, subject))
+    deleted = await state.gallery_call(erase)
+    await state.audit(
+        AuditRecord(
+            key.label,
+            "face.erase",
+            gallery=gallery,
+            details={"subject": subject, "templates_erased": deleted, "api": "compreface"},
+        )
+    )
+    return {"deleted": deleted}
+
+
+def _subject_exists(galleries: GalleryService, gallery: str, subject: str) -> None:
+    with galleries.db.session() as session:
+        g = get_gallery(session, name=gallery)
+        get_subject(session, gallery_id=g.id, external_id=subject)
+
+
+def _image_id(image_id: str) -> int:
+    if not image_id.isdigit() or len(image_id) > 18:
+        raise NotFoundError(f"no face with image_id {image_id!r}")
+    return int(image_id)
+
+
+@router.delete(RECOGNITION + "/faces/{image_id}")
+async def delete_face(
+    image_id: str,
+    state: State,
+    key: Key,
+    gallery: Annotated[str, Depends(require_collection("subjects:write"))],
+) -> dict[str, str]:
+    tid = _image_id(image_id)
+    subject = await state.gallery_call(lambda g: g.erase_template(gallery, tid))
+    await state.audit(
+        AuditRecord(
+            key.label,
+            "face.erase",
+            gallery=gallery,
+            details={"subject": subject, "template_id": tid, "api": "compreface"},
+        )
+    )
+    return {"image_id": image_id, "subject": subject}
+
+
+@router.post(f"{RECOGNITION}/faces/delete")
+async def delete_faces(
+    state: State,
+    key: Key,
+    gallery: Annotated[str, Depends(require_collection("subjects:write"))],
+    image_ids: Annotated[list[str], Body(max_length=1000)],
+) -> list[dict[str, str]]:
+    """Delete several examples by id; unknown ids are skipped, as CompreFace does."""
+
+    def erase(galleries: GalleryService) -> list[dict[str, str]]:
+        out = []
+        for image_id in image_ids:
+            try:
+                subject = galleries.erase_template(gallery, _image_id(image_id))
+            except NotFoundError:
+                continue
+            out.append({"image_id": image_id, "subject": subject})
+        return out
+
+    deleted = await state.gallery_call(erase)
+    await state.audit(
+        AuditRecord(
+            key.label,
+            "face.erase",
+            gallery=gallery,
+            details={"template_ids": [d["image_id"] for d in deleted], "api": "compreface"},
+        )
+    )
+    return deleted
+
+
+@router.post(RECOGNITION + "/faces/{image_id}/verify", openapi_extra=image_body("file"))
+async def verify_with_face(
+    image_id: str,
+    request: Request,
+    state: State,
+    key: Key,
+    gallery: Annotated[str, Depends(require_collection("verify"))],
+    limit: Limit = 0,
+    det_prob_threshold: DetProb = None,
+    face_plugins: Plugins = "",
+    status: Status = False,
+) -> dict[str, Any]:
+    """Compare the faces of an image with one stored example."""
+    tid = _image_id(image_id)
+    data = (await read_images(request, "file"))["file"]
+
+    def reference(galleries: GalleryService) -> tuple[str, np.ndarray]:
+        return galleries.template_vector(gallery, tid)
+
+    subject, vector = await state.gallery_call(reference)
+    started = time.perf_counter()
+    faces = _filtered(await state.inference.faces(data), det_prob_threshold, limit)
+    result = []
+    for f in faces:
+        assert f.template is not None
+        entry = _face_json(f, face_plugins, started, status)
+        entry["similarity"] = similarity(float(np.dot(f.template.vector, vector)))
+        result.append(entry)
+    await state.audit(
+        AuditRecord(
+            key.label,
+            "verify.subject",
+            gallery=gallery,
+            details={
+                "subject": subject,
+                "template_id": tid,
+                "scores": [r["similarity"] for r in result],
+                "api": "compreface",
+            },
+        )
+    )
+    return {"result": result}
+
+
+# -- recognition: recognize --------------------------------------------------------------------
+
+
+@router.post(f"{RECOGNITION}/recognize", openapi_extra=image_body("file"))
+async def recognize(
+    request: Request,
+    state: State,
+    key: Key,
+    gallery: Annotated[str, Depends(require_collection("identify"))],
+    limit: Limit = 0,
+    prediction_count: Annotated[int, Query(ge=1, le=100)] = 1,
+    det_prob_threshold: DetProb = None,
+    face_plugins: Plugins = "",
+    status: Status = False,
+    purpose: Purpose = None,
+    case_reference: CaseRef = None,
+) -> dict[str, Any]:
+    """Every face of the image with its `prediction_count` most similar subjects: candidates
+    for a human to review."""
+
+    def kind(galleries: GalleryService) -> tuple[str, bool]:
+        with galleries.db.session() as session:
+            g = get_gallery(session, name=gallery)
+            return g.kind, galleries.has_templates(gallery)
+
+    gallery_kind, enrolled = await state.gallery_call(kind)
+    if gallery_kind == "watchlist" and not (purpose and case_reference):
+        raise ApiError(
+            "purpose_required",
+            "a watchlist search needs purpose and case_reference query parameters",
+        )
+    data = (await read_images(request, "file"))["file"]
+    started = time.perf_counter()
+    faces = _filtered(await state.inference.faces(data), det_prob_threshold, limit)
+    templates = [f.template for f in faces if f.template is not None]
+    found: list[list[SubjectCandidate]] = [[] for _ in templates]
+    if templates and enrolled:
+        found = await state.gallery_call(
+            lambda g: g.identify(gallery, templates, k=prediction_count)
+        )
+    result = []
+    for f, candidates in zip(faces, found, strict=True):
+        entry = _face_json(f, face_plugins, started, status)
+        entry["subjects"] = [
+            {"subject": c.external_id, "similarity": similarity(c.score)} for c in candidates
+        ]
+        result.append(entry)
+    await state.audit(
+        AuditRecord(
+            key.label,
+            "identify",
+            gallery=gallery,
+            purpose=purpose,
+            case_reference=case_reference,
+            details={
+                "faces": len(faces),
+                "candidates": [
+                    [[c.external_id, c.template_id, round(c.score, 4)] for c in cs] for cs in found
+                ],
+                "api": "compreface",
+            },
+        )
+    )
+    out: dict[str, Any] = {"result": result}
+    if status:
+        out["plugins_versions"] = _versions(state)
+    return out
+
+
+# -- recognition: subjects ---------------------------------------------------------------------
+
+
+@router.post(f"{RECOGNITION}/subjects", status_code=201)
+async def add_subject(
+    body: SubjectBody,
+    state: State,
+    key: Key,
+    gallery: Annotated[str, Depends(require_collection("subjects:write"))],
+) -> dict[str, str]:
+    name = body.subject.strip()
+    if not name or len(name) > 255:
+        raise ApiError("invalid_value", "subject must be 1 to 255 characters")
+
+    def create(galleries: GalleryService) -> None:
+        with galleries.db.session() as session:
+            g = get_gallery(session, name=gallery)
+            get_or_create_subject(session, gallery_id=g.id, external_id=name)
+
+    await state.gallery_call(create)
+    await state.audit(
+        AuditRecord(key.label, "subject.create", gallery=gallery, details={"subject": name})
+    )
+    return {"subject": name}
+
+
+@router.get(f"{RECOGNITION}/subjects")
+@router.get(f"{RECOGNITION}/subjects/", include_in_schema=False)
+async def list_subject_names(
+    state: State, key: Key, gallery: Annotated[str, Depends(require_collection("subjects:read"))]
+) -> dict[str, list[str]]:
+
+    def names(galleries: GalleryService) -> list[str]:
+        out: list[str] = []
+        with galleries.db.session() as session:
+            g = get_gallery(session, name=gallery)
+            after = None
+            while rows := list_subjects(session, gallery_id=g.id, limit=1000, after_id=after):
+                out += [r.external_id for r in rows]
+                after = rows[-1].id
+        return out
+
+    subjects = await state.gallery_call(names)
+    await state.audit(
+        AuditRecord(key.label, "subject.list", gallery=gallery, details={"count": len(subjects)})
+    )
+    return {"subjects": subjects}
+
+
+@router.put(RECOGNITION + "/subjects/{subject}")
+async def rename_subject(
+    subject: str,
+    body: SubjectBody,
+    state: State,
+    key: Key,
+    gallery: Annotated[str, Depends(require_collection("subjects:write"))],
+) -> dict[str, bool]:
+    new = body.subject.strip()
+    if not new or len(new) > 255:
+        raise ApiError("invalid_value", "subject must be 1 to 255 characters")
+    await state.gallery_call(lambda g: g.rename_subject(gallery, subject, new))
+    await state.audit(
+        AuditRecord(
+            key.label, "subject.rename", gallery=gallery, details={"subject": subject, "to": new}
+        )
+    )
+    return {"updated": True}
+
+
+@router.delete(RECOGNITION + "/subjects/{subject}")
+async def delete_subject(
+    subject: str,
+    state: State,
+    key: Key,
+    gallery: Annotated[str, Depends(require_collection("subjects:write"))],
+) -> dict[str, str]:
+    removed = await state.gallery_call(lambda g: g.erase_subject(gallery, subject))
+    await state.audit(
+        AuditRecord(
+            key.label,
+            "subject.erase",
+            gallery=gallery,
+            details={"subject": subject, "templates_erased": removed, "api": "compreface"},
+        )
+    )
+    return {"subject": subject}
+
+
+@router.delete(f"{RECOGNITION}/subjects")
+async def delete_all_subjects(
+    state: State, key: Key, gallery: Annotated[str, Depends(require_collection("subjects:write"))]
+) -> dict[str, int]:
+
+    def erase(galleries: GalleryService) -> int:
+        count = 0
+        with galleries.db.session() as session:
+            g = get_gallery(session, name=gallery)
+            names = []
+            after = None
+            while rows := list_subjects(session, gallery_id=g.id, limit=1000, after_id=after):
+                names += [r.external_id for r in rows]
+                after = rows[-1].id
+        for name in names:
+            galleries.erase_subject(gallery, name)
+            count += 1
+        return count
+
+    deleted = await state.gallery_call(erase)
+    await state.audit(
+        AuditRecord(
+            key.label, "subject.erase", gallery=gallery, details={"subjects": deleted, "all": True}
+        )
+    )
+    return {"deleted": deleted}
+
+
+# -- verification and detection services -------------------------------------------------------
+
+
+@router.post(
+    "/api/v1/verification/verify", openapi_extra=image_body("source_image", "target_image")
+)
+async def verify(
+    request: Request,
+    state: State,
+    key: Annotated[ApiKey, Depends(require("verify"))],
+    limit: Limit = 0,
+    det_prob_threshold: DetProb = None,
+    face_plugins: Plugins = "",
+    status: Status = False,
+) -> dict[str, Any]:
+    """The largest face of the source image against every face of the target image."""
+    images = await read_images(request, "source_image", "target_image")
+    started = time.perf_counter()
+    source = (await state.inference.faces(images["source_image"], policy="largest"))[0]
+    targets = _filtered(
+        await state.inference.faces(images["target_image"]), det_prob_threshold, limit
+    )
+    assert source.template is not None
+    matches = []
+    for t in targets:
+        assert t.template is not None
+        entry = _face_json(t, face_plugins, started, status)
+        entry["similarity"] = similarity(float(np.dot(source.template.vector, t.template.vector)))
+        matches.append(entry)
+    matches.sort(key=lambda m: -m["similarity"])
+    result: dict[str, Any] = {
+        "source_image_face": _face_json(source, face_plugins, started, status),
+        "face_matches": matches,
+    }
+    if status:
+        result["plugins_versions"] = _versions(state)
+    await state.audit(
+        AuditRecord(
+            key.label,
+            "verify",
+            details={"scores": [m["similarity"] for m in matches], "api": "compreface"},
+        )
+    )
+    return {"result": [result]}
+
+
+@router.post("/api/v1/detection/detect", openapi_extra=image_body("file"))
+async def detect(
+    request: Request,
+    state: State,
+    key: Annotated[ApiKey, Depends(require("detect"))],
+    limit: Limit = 0,
+    det_prob_threshold: DetProb = None,
+    face_plugins: Plugins = "",
+    status: Status = False,
+) -> dict[str, Any]:
+    data = (await read_images(request, "file"))["file"]
+    started = time.perf_counter()
+    embed = "calculator" in face_plugins
+    faces = _filtered(await state.inference.faces(data, embed=embed), det_prob_threshold, limit)
+    state.metrics.faces.inc(len(faces))
+    await state.audit(
+        AuditRecord(key.label, "detect", details={"faces": len(faces), "api": "compreface"})
+    )
+    out: dict[str, Any] = {"result": [_face_json(f, face_plugins, started, status) for f in faces]}
+    if status:
+        out["plugins_versions"] = _versions(state)
+    return out

@@ -1,0 +1,68 @@
+"""The audit log, read by auditors: entries page by page, and a verification of the chain."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from starlette.concurrency import run_in_threadpool
+
+from yingyan.access.keys import ApiKey
+from yingyan.api.schemas import ERROR_RESPONSES, AuditEntryOut, AuditPage, AuditVerifyOut
+from yingyan.api.security import require
+from yingyan.api.state import AppState, get_state
+from yingyan.audit.log import AuditRecord, entries, verify
+
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"], responses=ERROR_RESPONSES)
+State = Annotated[AppState, Depends(get_state)]
+MAX_SEQ = 2**63 - 1
+
+
+@router.get("", response_model=AuditPage)
+async def list_(
+    state: State,
+    key: Annotated[ApiKey, Depends(require("audit:read"))],
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="last seq already read")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> AuditPage:
+    def read() -> list[AuditEntryOut]:
+        with state.db.session() as session:
+            return [
+                AuditEntryOut(
+                    seq=e.seq,
+                    at=e.at,
+                    actor=e.actor,
+                    operation=e.operation,
+                    outcome=e.outcome,
+                    gallery=e.gallery,
+                    purpose=e.purpose,
+                    case_reference=e.case_reference,
+                    details=dict(e.details),
+                    hash=e.hash,
+                )
+                for e in entries(session, after=after, limit=limit)
+            ]
+
+    items = await run_in_threadpool(read)
+    await state.audit(
+        AuditRecord(key.label, "audit.read", details={"after": after, "count": len(items)})
+    )
+    return AuditPage(items=items, next_after=items[-1].seq if len(items) == limit else None)
+
+
+@router.get("/verify", response_model=AuditVerifyOut)
+async def verify_chain(
+    state: State, key: Annotated[ApiKey, Depends(require("audit:read"))]
+) -> AuditVerifyOut:
+    """Recompute the hash chain: any edited, deleted, inserted or reordered entry is named."""
+
+    def check() -> AuditVerifyOut:
+        with state.db.session() as session:
+            report = verify(session)
+        return AuditVerifyOut(
+            ok=report.ok, entries=report.entries, head_seq=report.head_seq, problems=report.problems
+        )
+
+    out = await run_in_threadpool(check)
+    await state.audit(AuditRecord(key.label, "audit.verify", details={"ok": out.ok}))
+    return out

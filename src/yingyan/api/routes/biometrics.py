@@ -1,0 +1,271 @@
+"""Detect, verify (1:1) and identify (1:N). Probe images and their templates live only for the
+request: nothing of them is stored, and the audit entry holds ids and scores only."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Request
+
+from yingyan.access.keys import ApiKey
+from yingyan.api.errors import ApiError
+from yingyan.api.images import image_body, read_images
+from yingyan.api.schemas import (
+    ERROR_RESPONSES,
+    CandidateOut,
+    DetectOut,
+    FaceOut,
+    IdentifiedFace,
+    IdentifyOut,
+    VerifyOut,
+)
+from yingyan.api.security import require, require_gallery
+from yingyan.api.state import AppState, get_state
+from yingyan.audit.log import AuditRecord
+from yingyan.comparison import compare
+from yingyan.comparison.thresholds import Threshold, custom_threshold, default_threshold
+from yingyan.errors import ModelMismatchError
+from yingyan.gallery.service import GalleryService, SubjectCandidate
+from yingyan.store import GalleryRow, count_templates, get_gallery
+from yingyan.types import Template
+
+router = APIRouter(prefix="/api/v1", tags=["biometrics"], responses=ERROR_RESPONSES)
+State = Annotated[AppState, Depends(get_state)]
+Purpose = Annotated[
+    str | None, Query(max_length=2000, description="why this search is made (watchlists: required)")
+]
+CaseReference = Annotated[
+    str | None, Query(max_length=500, description="case or file reference (watchlists: required)")
+]
+
+
+@router.post("/detect", response_model=DetectOut, openapi_extra=image_body("image"))
+async def detect(
+    request: Request,
+    state: State,
+    key: Annotated[ApiKey, Depends(require("detect"))],
+) -> DetectOut:
+    """Faces in an image, with landmarks and quality: no template is computed."""
+    data = (await read_images(request, "image"))["image"]
+    faces = await state.inference.faces(data, embed=False)
+    state.metrics.faces.inc(len(faces))
+    await state.audit(AuditRecord(key.label, "detect", details={"faces": len(faces)}))
+    info = state.inference.info
+    return DetectOut(
+        faces=[FaceOut.of(f) for f in faces], detector=info.description["detector"] if info else ""
+    )
+
+
+def _threshold(model: str, gallery_threshold: float | None, given: float | None) -> Threshold:
+    if given is not None:
+        return custom_threshold(model, given)
+    if gallery_threshold is not None:
+        return Threshold("gallery", gallery_threshold, model, "the gallery's threshold")
+    return default_threshold(model.split("@")[0])
+
+
+@router.post(
+    "/verify",
+    response_model=VerifyOut,
+    openapi_extra=image_body("probe", "reference", description="two images of one face each"),
+)
+async def verify(
+    request: Request,
+    state: State,
+    key: Annotated[ApiKey, Depends(require("verify"))],
+    threshold: Annotated[float | None, Query(ge=-1.0, le=1.0)] = None,
+    purpose: Purpose = None,
+    case_reference: CaseReference = None,
+) -> VerifyOut:
+    """1:1: is the face in `probe` the same person as the face in `reference`? Each image
+    must hold exactly one face."""
+    images = await read_images(request, "probe", "reference")
+    probe = (await state.inference.faces(images["probe"], policy="single"))[0]
+    reference = (await state.inference.faces(images["reference"], policy="single"))[0]
+    assert probe.template is not None and reference.template is not None
+    model = str(probe.template.model)
+    t = _threshold(model, None, threshold)
+    score = compare(probe.template, reference.template).score
+    out = VerifyOut(
+        score=round(score, 6),
+        threshold=t.score,
+        threshold_source=f"{t.name}: {t.source}",
+        match=score >= t.score,
+        model=model,
+        probe_face=FaceOut.of(probe),
+        reference_face=FaceOut.of(reference),
+    )
+    await state.audit(
+        AuditRecord(
+            key.label,
+            "verify",
+            purpose=purpose,
+            case_reference=case_reference,
+            details={"score": out.score, "threshold": t.score, "match": out.match},
+        )
+    )
+    return out
+
+
+@router.post(
+    "/galleries/{gallery}/subjects/{subject}/verify",
+    response_model=VerifyOut,
+    tags=["subjects"],
+    openapi_extra=image_body("probe", description="one image of one face"),
+)
+async def verify_subject(
+    gallery: str,
+    subject: str,
+    request: Request,
+    state: State,
+    key: Annotated[ApiKey, Depends(require_gallery("verify"))],
+    threshold: Annotated[float | None, Query(ge=-1.0, le=1.0)] = None,
+    purpose: Purpose = None,
+    case_reference: CaseReference = None,
+) -> VerifyOut:
+    """1:1 against an enrolled subject: the best score over the subject's templates."""
+    data = (await read_images(request, "probe"))["probe"]
+
+    def references(galleries: GalleryService) -> tuple[GalleryRow, list[tuple[int, np.ndarray]]]:
+        with galleries.db.session() as session:
+            row = get_gallery(session, name=gallery)
+            session.expunge(row)
+        return row, galleries.subject_vectors(gallery, subject)
+
+    row, vectors = await state.gallery_call(references)
+    if not vectors:
+        raise ApiError("no_templates", f"subject {subject!r} has no enrolled face")
+    probe = (await state.inference.faces(data, policy="single"))[0]
+    assert probe.template is not None
+    if str(probe.template.model) != row.model:
+        raise ModelMismatchError(f"gallery {gallery!r} holds templates of {row.model}")
+    scores = [float(np.dot(probe.template.vector, v)) for _, v in vectors]
+    best = int(np.argmax(scores))
+    t = _threshold(row.model, row.threshold, threshold)
+    out = VerifyOut(
+        score=round(scores[best], 6),
+        threshold=t.score,
+        threshold_source=f"{t.name}: {t.source}",
+        match=scores[best] >= t.score,
+        model=row.model,
+        probe_face=FaceOut.of(probe),
+        reference_subject=subject,
+    )
+    await state.audit(
+        AuditRecord(
+            key.label,
+            "verify.subject",
+            gallery=gallery,
+            purpose=purpose,
+            case_reference=case_reference,
+            details={
+                "subject": subject,
+                "template_id": vectors[best][0],
+                "score": out.score,
+                "threshold": t.score,
+                "match": out.match,
+            },
+        )
+    )
+    return out
+
+
+@router.post(
+    "/galleries/{gallery}/identify",
+    response_model=IdentifyOut,
+    tags=["subjects"],
+    openapi_extra=image_body("probe", description="an image with one or more faces"),
+)
+async def identify(
+    gallery: str,
+    request: Request,
+    state: State,
+    key: Annotated[ApiKey, Depends(require_gallery("identify"))],
+    mode: Annotated[
+        Literal["investigation", "threshold"],
+        Query(description="investigation: the k best; threshold: only those at or above it"),
+    ] = "investigation",
+    k: Annotated[int, Query(ge=1, le=100)] = 5,
+    threshold: Annotated[float | None, Query(ge=-1.0, le=1.0)] = None,
+    faces: Annotated[
+        Literal["largest", "all"], Query(description="search the largest face or every face")
+    ] = "largest",
+    purpose: Purpose = None,
+    case_reference: CaseReference = None,
+) -> IdentifyOut:
+    """1:N: candidates for a human reviewer, never an identification by themselves. Searches
+    of a watchlist must say why (purpose) and for which case (case_reference)."""
+
+    def gallery_row(galleries: GalleryService) -> tuple[GalleryRow, int]:
+        with galleries.db.session() as session:
+            row = get_gallery(session, name=gallery)
+            session.expunge(row)
+            return row, count_templates(session, gallery_id=row.id)
+
+    row, enrolled = await state.gallery_call(gallery_row)
+    if row.kind == "watchlist" and not (purpose and case_reference):
+        await state.audit(
+            AuditRecord(
+                key.label,
+                "identify",
+                outcome="refused",
+                gallery=gallery,
+                details={"reason": "purpose_required"},
+            )
+        )
+        raise ApiError(
+            "purpose_required",
+            "a watchlist search needs a purpose and a case_reference (query parameters)",
+        )
+    data = (await read_images(request, "probe"))["probe"]
+    found = await state.inference.faces(data, policy="all" if faces == "all" else "largest")
+    templates: list[Template] = [f.template for f in found if f.template is not None]
+    t = _threshold(row.model, row.threshold, threshold) if mode == "threshold" else None
+    cut = t.score if t else None
+    results: list[list[SubjectCandidate]] = [[] for _ in templates]
+    if enrolled and templates:
+        results = await state.gallery_call(
+            lambda g: g.identify(gallery, templates, k=k, mode=mode, threshold=cut)
+        )
+    out = IdentifyOut(
+        gallery=gallery,
+        mode=mode,
+        threshold=t.score if t else None,
+        faces=[
+            IdentifiedFace(
+                face=FaceOut.of(f),
+                candidates=[
+                    CandidateOut(
+                        rank=c.rank,
+                        external_id=c.external_id,
+                        display_name=c.display_name,
+                        score=round(c.score, 6),
+                        template_id=c.template_id,
+                    )
+                    for c in cands
+                ],
+            )
+            for f, cands in zip(found, results, strict=True)
+        ],
+    )
+    await state.audit(
+        AuditRecord(
+            key.label,
+            "identify",
+            gallery=gallery,
+            purpose=purpose,
+            case_reference=case_reference,
+            details={
+                "mode": mode,
+                "k": k,
+                "threshold": t.score if t else None,
+                "faces": len(found),
+                "candidates": [
+                    [[c.external_id, c.template_id, round(c.score, 4)] for c in cands]
+                    for cands in results
+                ],
+            },
+        )
+    )
+    return out

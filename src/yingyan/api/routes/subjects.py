@@ -1,0 +1,254 @@
+"""Subjects of a gallery and the faces enrolled for them."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.orm import Session
+
+from yingyan.access.keys import ApiKey
+from yingyan.api.errors import ApiError
+from yingyan.api.images import image_body, read_images
+from yingyan.api.schemas import (
+    ERROR_RESPONSES,
+    ConsentOut,
+    EnrollOut,
+    ErasureOut,
+    FaceOut,
+    SubjectIn,
+    SubjectOut,
+    SubjectPage,
+)
+from yingyan.api.security import require_gallery
+from yingyan.api.state import AppState, get_state
+from yingyan.audit.log import AuditRecord
+from yingyan.gallery.service import EnrollItem, GalleryService
+from yingyan.store import (
+    ConflictError,
+    SubjectRow,
+    add_consent,
+    count_subjects,
+    get_gallery,
+    get_or_create_subject,
+    get_subject,
+    list_consents,
+    list_subjects,
+)
+
+router = APIRouter(
+    prefix="/api/v1/galleries/{gallery}", tags=["subjects"], responses=ERROR_RESPONSES
+)
+State = Annotated[AppState, Depends(get_state)]
+FacePolicy = Literal["single", "largest"]
+
+
+def subject_out(
+    session: Session, galleries: GalleryService, gallery: str, row: SubjectRow
+) -> SubjectOut:
+    _, templates = galleries.list_templates(gallery, external_id=row.external_id, limit=1)
+    consents = [
+        ConsentOut(
+            purpose=c.purpose,
+            reference=c.reference,
+            granted_at=c.granted_at,
+            expires_at=c.expires_at,
+            withdrawn_at=c.withdrawn_at,
+        )
+        for c in list_consents(session, subject_id=row.id)
+    ]
+    return SubjectOut(
+        external_id=row.external_id,
+        display_name=row.display_name,
+        metadata=row.metadata_,
+        created_at=row.created_at,
+        templates=templates,
+        consents=consents,
+    )
+
+
+@router.post("/subjects", status_code=201, response_model=SubjectOut)
+async def create(
+    gallery: str,
+    body: SubjectIn,
+    state: State,
+    key: Annotated[ApiKey, Depends(require_gallery("subjects:write"))],
+) -> SubjectOut:
+    """Register a subject (optionally with their consent); faces are enrolled separately."""
+
+    def work(galleries: GalleryService) -> SubjectOut:
+        with galleries.db.session() as session:
+            g = get_gallery(session, name=gallery)
+            row, created = get_or_create_subject(
+                session,
+                gallery_id=g.id,
+                external_id=body.external_id,
+                display_name=body.display_name,
+                metadata=dict(body.metadata),
+            )
+            if not created:
+                raise ConflictError(f"subject {body.external_id!r} already exists in {gallery!r}")
+            if body.consent is not None:
+                add_consent(session, subject_id=row.id, **body.consent.model_dump())
+            session.flush()
+            return subject_out(session, galleries, gallery, row)
+
+    out = await state.gallery_call(work)
+    details = {"subject": body.external_id, "consent": body.consent is not None}
+    purpose = body.consent.purpose if body.consent else None
+    await state.audit(
+        AuditRecord(key.label, "subject.create", gallery=gallery, purpose=purpose, details=details)
+    )
+    return out
+
+
+@router.get("/subjects", response_model=SubjectPage)
+async def list_(
+    gallery: str,
+    state: State,
+    key: Annotated[ApiKey, Depends(require_gallery("subjects:read"))],
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[int | None, Query(ge=0, description="next_after of the previous page")] = None,
+) -> SubjectPage:
+    """One page of subjects in registration order (keyset pagination: fast at any depth)."""
+
+    def work(galleries: GalleryService) -> SubjectPage:
+        with galleries.db.session() as session:
+            g = get_gallery(session, name=gallery)
+            rows = list_subjects(session, gallery_id=g.id, limit=limit, after_id=after)
+            items = [subject_out(session, galleries, gallery, r) for r in rows]
+            last = rows[-1].id if len(rows) == limit else None
+            return SubjectPage(
+                items=items,
+                total=count_subjects(session, gallery_id=g.id),
+                limit=limit,
+                next_after=last,
+            )
+
+    page = await state.gallery_call(work)
+    await state.audit(
+        AuditRecord(key.label, "subject.list", gallery=gallery, details={"count": len(page.items)})
+    )
+    return page
+
+
+@router.get("/subjects/{subject}", response_model=SubjectOut)
+async def get(
+    gallery: str,
+    subject: str,
+    state: State,
+    key: Annotated[ApiKey, Depends(require_gallery("subjects:read"))],
+) -> SubjectOut:
+    def work(galleries: GalleryService) -> SubjectOut:
+        with galleries.db.session() as session:
+            g = get_gallery(session, name=gallery)
+            row = get_subject(session, gallery_id=g.id, external_id=subject)
+            return subject_out(session, galleries, gallery, row)
+
+    out = await state.gallery_call(work)
+    await state.audit(
+        AuditRecord(key.label, "subject.read", gallery=gallery, details={"subject": subject})
+    )
+    return out
+
+
+@router.delete("/subjects/{subject}", response_model=ErasureOut)
+async def erase(
+    gallery: str,
+    subject: str,
+    state: State,
+    key: Annotated[ApiKey, Depends(require_gallery("subjects:write"))],
+) -> ErasureOut:
+    """Erase a subject: its templates leave the database and the index (really erased)."""
+    removed = await state.gallery_call(lambda g: g.erase_subject(gallery, subject))
+    await state.audit(
+        AuditRecord(
+            key.label,
+            "subject.erase",
+            gallery=gallery,
+            details={"subject": subject, "templates_erased": removed},
+        )
+    )
+    return ErasureOut(external_id=subject, templates_erased=removed)
+
+
+@router.post(
+    "/subjects/{subject}/faces",
+    status_code=201,
+    response_model=EnrollOut,
+    openapi_extra=image_body("image", description="the face to enrol"),
+)
+async def enroll(
+    gallery: str,
+    subject: str,
+    request: Request,
+    state: State,
+    key: Annotated[ApiKey, Depends(require_gallery("faces:enroll"))],
+    face_policy: Annotated[
+        FacePolicy, Query(description="several faces: refuse or take the largest")
+    ] = "single",
+) -> EnrollOut:
+    """Enrol a face image into an existing subject. The image is kept only if the gallery says
+    so; a face below the gallery's minimum quality is refused."""
+    data = (await read_images(request, "image"))["image"]
+
+    def check_subject(galleries: GalleryService) -> tuple[float, bool]:
+        with galleries.db.session() as session:
+            g = get_gallery(session, name=gallery)
+            get_subject(session, gallery_id=g.id, external_id=subject)
+            return g.min_quality, g.keep_images
+
+    min_quality, keep_images = await state.gallery_call(check_subject)
+    face = (await state.inference.faces(data, policy=face_policy))[0]
+    assert face.template is not None
+    if face.quality.score < min_quality:
+        raise ApiError(
+            "low_quality",
+            f"face quality {face.quality.score:.2f} is below the gallery's minimum {min_quality}",
+        )
+    item = EnrollItem(
+        external_id=subject,
+        template=face.template,
+        quality=face.quality.score,
+        source_sha256=hashlib.sha256(data).hexdigest(),
+        box=face.detection.box,
+        image=data if keep_images else None,
+    )
+    ((template_id, created),) = await state.gallery_call(lambda g: g.enroll(gallery, [item]))
+    await state.audit(
+        AuditRecord(
+            key.label,
+            "face.enroll",
+            gallery=gallery,
+            details={
+                "subject": subject,
+                "template_id": template_id,
+                "created": created,
+                "quality": round(face.quality.score, 4),
+            },
+        )
+    )
+    return EnrollOut(
+        external_id=subject, template_id=template_id, created=created, face=FaceOut.of(face)
+    )
+
+
+@router.delete("/faces/{template_id}", response_model=ErasureOut)
+async def erase_face(
+    gallery: str,
+    template_id: int,
+    state: State,
+    key: Annotated[ApiKey, Depends(require_gallery("subjects:write"))],
+) -> ErasureOut:
+    """Erase one enrolled face (template) from the database and the index."""
+    subject = await state.gallery_call(lambda g: g.erase_template(gallery, template_id))
+    await state.audit(
+        AuditRecord(
+            key.label,
+            "face.erase",
+            gallery=gallery,
+            details={"subject": subject, "template_id": template_id},
+        )
+    )
+    return ErasureOut(external_id=subject, templates_erased=1)

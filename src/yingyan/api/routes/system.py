@@ -1,0 +1,63 @@
+"""Probes and metrics. /health and /ready answer without a key (orchestrators probe them and
+they reveal nothing); /metrics needs a key that may read the audit log (admin, auditor)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+from yingyan.access.keys import ApiKey
+from yingyan.api.errors import ApiError
+from yingyan.api.schemas import ERROR_RESPONSES, Health, Readiness
+from yingyan.api.security import require
+from yingyan.api.state import AppState, get_state
+
+router = APIRouter(tags=["system"])
+State = Annotated[AppState, Depends(get_state)]
+
+
+@router.get("/health", response_model=Health)
+async def health() -> Health:
+    """The process is up and its event loop answers."""
+    return Health(status="ok")
+
+
+@router.get("/ready", response_model=Readiness, responses={503: ERROR_RESPONSES[503]})
+async def ready(state: State) -> Readiness:
+    """The database answers and the inference workers have loaded their models."""
+
+    def ping() -> None:
+        with state.db.session() as session:
+            session.execute(text("SELECT 1"))
+
+    try:
+        await run_in_threadpool(ping)
+    except Exception as exc:
+        raise ApiError("not_ready", f"database unavailable: {type(exc).__name__}") from None
+    info = state.inference.info
+    if info is None:
+        raise ApiError("not_ready", "the inference workers are starting")
+    return Readiness(
+        status="ready",
+        model=str(info.model),
+        detector=info.description["detector"],
+        workers=state.inference.workers,
+        database=state.db.backend,
+    )
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {}}},
+        401: ERROR_RESPONSES[401],
+        403: ERROR_RESPONSES[403],
+    },
+)
+async def metrics(state: State, key: Annotated[ApiKey, Depends(require("audit:read"))]) -> Response:
+    """Prometheus metrics (text format 0.0.4)."""
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,109 @@
+"""Authentication and authorisation of every API route (no `from __future__ import
+annotations` here: FastAPI must see the dependency closures' annotations evaluated).
+
+A key comes in the `x-api-key` header (CompreFace's) or as `Authorization: Bearer <key>`
+(Prometheus scrapers). A route declares the permission it needs; a gallery route also checks
+the key's gallery scope. A valid key refused for its role or scope is audited ("denied")."""
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from yingyan.access.keys import ApiKey, authenticate
+from yingyan.access.roles import Permission, allows
+from yingyan.api.errors import ApiError
+from yingyan.api.state import AppState, get_state
+from yingyan.audit.log import AuditRecord
+
+api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="an API key")
+bearer = HTTPBearer(auto_error=False, description="an API key as a bearer token")
+
+
+async def current_key(
+    request: Request,
+    state: Annotated[AppState, Depends(get_state)],
+    header_key: Annotated[str | None, Security(api_key_header)] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
+) -> ApiKey:
+    token = header_key or (credentials.credentials if credentials else None)
+    if not token:
+        raise ApiError("unauthenticated", "an API key is required (x-api-key header)")
+
+    def check() -> ApiKey | None:
+        with state.db.session() as session:
+            return authenticate(session, token)
+
+    key = await run_in_threadpool(check)
+    if key is None:
+        raise ApiError("unauthenticated", "unknown, revoked or expired API key")
+    request.scope.setdefault("state", {})["key_prefix"] = key.prefix
+    return key
+
+
+async def deny(state: AppState, key: ApiKey, operation: str, gallery: str | None, why: str) -> None:
+    await state.audit(
+        AuditRecord(
+            actor=key.label,
+            operation=operation,
+            outcome="denied",
+            gallery=gallery,
+            details={"reason": why, "role": key.role},
+        )
+    )
+    raise ApiError("forbidden", why)
+
+
+def require(permission: Permission) -> Callable[..., Awaitable[ApiKey]]:
+    """Dependency: a key whose role grants `permission`."""
+
+    async def dependency(
+        request: Request,
+        state: Annotated[AppState, Depends(get_state)],
+        key: Annotated[ApiKey, Depends(current_key)],
+    ) -> ApiKey:
+        if not allows(key.role, permission):
+            why = f"role {key.role!r} may not {permission}"
+            await deny(state, key, f"{request.method} {_route(request)}", None, why)
+        return key
+
+    return dependency
+
+
+def require_gallery(permission: Permission) -> Callable[..., Awaitable[ApiKey]]:
+    """Dependency for routes with a `{gallery}` path parameter: permission and scope."""
+
+    async def dependency(
+        request: Request,
+        gallery: str,
+        state: Annotated[AppState, Depends(get_state)],
+        key: Annotated[ApiKey, Depends(require(permission))],
+    ) -> ApiKey:
+        if not key.can_access(gallery):
+            why = f"this key is not allowed to use gallery {gallery!r}"
+            await deny(state, key, f"{request.method} {_route(request)}", gallery, why)
+        return key
+
+    return dependency
+
+
+def _route(request: Request) -> str:
+    return getattr(request.scope.get("route"), "path", request.url.path)
+
+
+def require_collection(permission: Permission) -> Callable[..., Awaitable[str]]:
+    """Dependency of the CompreFace routes: the gallery the key stands for (a CompreFace "face
+    collection" is one gallery: the one the key is scoped to), if its role grants `permission`."""
+
+    async def dependency(key: Annotated[ApiKey, Depends(require(permission))]) -> str:
+        if key.galleries is None or len(key.galleries) != 1:
+            raise ApiError(
+                "compreface_collection",
+                "CompreFace routes act on one face collection: use a key scoped to exactly one "
+                "gallery (yingyan keys create --gallery NAME)",
+            )
+        return key.galleries[0]
+
+    return dependency

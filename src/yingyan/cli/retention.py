@@ -1,0 +1,77 @@
+"""`yingyan retention run`: erase subjects past their consent or their gallery's expiry."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+
+from yingyan.cli.audit import cli_actor
+from yingyan.cli.gallery import DataDirOpt, DbUrlOpt, open_service
+from yingyan.cli.options import JsonOpt, handles_errors
+from yingyan.errors import ConfigError
+
+retention_app = typer.Typer(
+    help="Retention: purge what may no longer be kept.", no_args_is_help=True
+)
+out = Console()
+
+
+def _when(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"--now must be an ISO 8601 time, not {value!r}") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+@retention_app.command("run")
+@handles_errors
+def run(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list, erase nothing")] = False,
+    now: Annotated[
+        str | None, typer.Option(help="evaluate expiry at this ISO time (default: now)")
+    ] = None,
+    data: DataDirOpt = None,
+    url: DbUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Erase every subject whose consents have all ended (withdrawn or expired) and every
+    subject of an expired gallery: templates leave the database and the index; each erasure
+    is audited."""
+    from yingyan.privacy.retention import due, run_retention
+
+    at = _when(now)
+    with open_service(data, url) as service:
+        todo = due(service, now=at)
+        if dry_run:
+            done = todo
+        else:
+            with Progress(console=Console(stderr=True), transient=True) as bar:
+                task = bar.add_task("purging", total=len(todo))
+                done = run_retention(
+                    service, actor=cli_actor(), now=at, progress=lambda _: bar.advance(task)
+                )
+    rows = [_row(p) for p in done]
+    if as_json:
+        out.print_json(json.dumps({"dry_run": dry_run, "purged": rows}))
+        return
+    verb = "would erase" if dry_run else "erased"
+    out.print(f"{verb} {len(done)} subject(s)")
+    for p in done:
+        extra = "" if dry_run else f", {p.templates} template(s)"
+        out.print(f"  {p.gallery}/{p.external_id}: {p.reason}{extra}")
+
+
+def _row(p: object) -> dict[str, object]:
+    return {k: getattr(p, k) for k in ("gallery", "external_id", "reason", "templates")}
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(retention_app, name="retention")

@@ -1,0 +1,104 @@
+"""Service settings: read once at start-up from `YINGYAN_*` environment variables and, if
+`YINGYAN_SETTINGS_FILE` names one, a TOML file (the environment wins). Nothing else in the
+package reads the environment for the service; everything is passed down from here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from yingyan.config import DETECTORS, EngineConfig, ImageLimits
+from yingyan.errors import ConfigError
+
+IndexKind = Literal["flat", "flat16", "ivf", "hnsw", "milvus"]
+
+
+def default_data_dir() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("yingyan"))
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set, with the embedded defaults: SQLite + FAISS in a folder."""
+
+    model_config = SettingsConfigDict(env_prefix="YINGYAN_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None  # None: SQLite in data_dir
+    index: IndexKind = "flat"
+    milvus_uri: str | None = None  # index=milvus: a server URI, else Milvus Lite in data_dir
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    # Inference runs in worker processes so the event loop never waits on a model (dlib's HOG
+    # holds the GIL). 0 runs it in one thread of the server process (tests, tiny machines).
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0, le=64)
+    detector: str = EngineConfig().detector
+    yunet_model: Path | None = None
+    recognizer_model: Path | None = None
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(default=40_000_000, ge=4096)
+    max_faces: int = Field(default=20, ge=1, le=1000)  # an image with more faces is refused
+    key_file: Path | None = None  # template encryption keyring; default data_dir/template-keys
+    template_key: str | None = None  # or the keyring itself (JSON or one base64 key)
+    log_level: str = "INFO"
+    log_json: bool = True
+    settings_file: Path | None = None
+
+    @field_validator("detector")
+    @classmethod
+    def _known_detector(cls, value: str) -> str:
+        if value not in DETECTORS:
+            raise ValueError(f"unknown detector {value!r}; choose one of {DETECTORS}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        path = os.environ.get("YINGYAN_SETTINGS_FILE")
+        if path:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=Path(path)),)
+        return sources
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    def engine_config(self) -> EngineConfig:
+        limits = ImageLimits(max_bytes=self.max_upload_bytes, max_pixels=self.max_image_pixels)
+        return EngineConfig(
+            detector=self.detector,  # type: ignore[arg-type]  # checked by _known_detector
+            yunet_model=self.yunet_model,
+            recognizer_model=self.recognizer_model,
+            # One ORT thread per worker process when the workers are the parallelism.
+            threads=1 if self.workers > 0 else None,
+            limits=limits,
+        )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment (and file), with `overrides` on top; invalid values are a
+    ConfigError naming each, not a traceback."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
