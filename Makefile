@@ -15,9 +15,10 @@ install: $(BIN)/python
 install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 
-# The main job: install, then run the engine end to end on the shared demo photos.
+# The main job: install, then run the REST service with its embedded defaults (SQLite + FAISS in
+# the user data folder). It prints where it listens and where the first admin key is.
 run: install
-	$(BIN)/yingyan demo
+	$(BIN)/yingyan serve
 
 lint: install-dev
 	$(BIN)/ruff check .

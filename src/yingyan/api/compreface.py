@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Body, Depends, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from yingyan.access.keys import ApiKey
 from yingyan.api.errors import ApiError
@@ -61,6 +61,8 @@ RECOGNITION = "/api/v1/recognition"
 
 
 class SubjectBody(BaseModel):
+    model_config = ConfigDict(strict=True)  # CompreFace's SDK adds other fields: ignored
+
     subject: str
 
 

@@ -14,7 +14,10 @@ Name = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: unknown fields and type coercions (true as 1.0, "1" as 1) are refused;
+    times stay ISO 8601 strings (strict=False on those fields only)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class GalleryIn(Strict):
@@ -22,7 +25,7 @@ class GalleryIn(Strict):
     kind: Literal["enrollment", "watchlist"] = "enrollment"
     purpose: str = Field(min_length=1, max_length=2000)
     legal_basis: str = Field(min_length=1, max_length=2000)
-    expires_at: datetime | None = None
+    expires_at: datetime | None = Field(default=None, strict=False)
     keep_images: bool = False
     min_quality: float = Field(default=0.0, ge=0.0, le=1.0)
     threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
@@ -46,7 +49,7 @@ class GalleryOut(BaseModel):
 class ConsentIn(Strict):
     purpose: str = Field(min_length=1, max_length=2000)
     reference: str = Field(min_length=1, max_length=2000)
-    expires_at: datetime | None = None
+    expires_at: datetime | None = Field(default=None, strict=False)
 
 
 class SubjectIn(Strict):

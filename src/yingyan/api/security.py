@@ -28,6 +28,8 @@ async def current_key(
     header_key: Annotated[str | None, Security(api_key_header)] = None,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
 ) -> ApiKey:
+    if credentials is None and request.headers.get("authorization"):
+        raise ApiError("unauthenticated", "the Authorization header must be 'Bearer <API key>'")
     token = header_key or (credentials.credentials if credentials else None)
     if not token:
         raise ApiError("unauthenticated", "an API key is required (x-api-key header)")
