@@ -229,6 +229,18 @@ def _subject_exists(galleries: GalleryService, gallery: str, subject: str) -> No
         get_subject(session, gallery_id=g.id, external_id=subject)
 
 
+def _subject_names(galleries: GalleryService, gallery: str) -> list[str]:
+    """Every subject of the gallery, paged through by id."""
+    out: list[str] = []
+    with galleries.db.session() as session:
+        g = get_gallery(session, name=gallery)
+        after = None
+        while rows := list_subjects(session, gallery_id=g.id, limit=1000, after_id=after):
+            out += [r.external_id for r in rows]
+            after = rows[-1].id
+    return out
+
+
 def _image_id(image_id: str) -> int:
     if not image_id.isdigit() or len(image_id) > 18:
         raise NotFoundError(f"no face with image_id {image_id!r}")
@@ -431,17 +443,7 @@ async def list_subject_names(
     state: State, key: Key, gallery: Annotated[str, Depends(require_collection("subjects:read"))]
 ) -> dict[str, list[str]]:
 
-    def names(galleries: GalleryService) -> list[str]:
-        out: list[str] = []
-        with galleries.db.session() as session:
-            g = get_gallery(session, name=gallery)
-            after = None
-            while rows := list_subjects(session, gallery_id=g.id, limit=1000, after_id=after):
-                out += [r.external_id for r in rows]
-                after = rows[-1].id
-        return out
-
-    subjects = await state.gallery_call(names)
+    subjects = await state.gallery_call(lambda g: _subject_names(g, gallery))
     await state.audit(
         AuditRecord(key.label, "subject.list", gallery=gallery, details={"count": len(subjects)})
     )
@@ -493,18 +495,10 @@ async def delete_all_subjects(
 ) -> dict[str, int]:
 
     def erase(galleries: GalleryService) -> int:
-        count = 0
-        with galleries.db.session() as session:
-            g = get_gallery(session, name=gallery)
-            names = []
-            after = None
-            while rows := list_subjects(session, gallery_id=g.id, limit=1000, after_id=after):
-                names += [r.external_id for r in rows]
-                after = rows[-1].id
+        names = _subject_names(galleries, gallery)
         for name in names:
             galleries.erase_subject(gallery, name)
-            count += 1
-        return count
+        return len(names)
 
     deleted = await state.gallery_call(erase)
     await state.audit(
