@@ -110,11 +110,11 @@ def test_utkface_baseline_shows_the_differential(tmp_path: Path, utkface_root: P
     assert len(images) == 2000 and len({im.group for im in images}) == 8
     acquired = acquire_all(images, EngineConfig(), show_progress=False)
     report, curves = build_report("utkface", images, acquired, replicates=50)
-    by = {g.group: g for g in report.groups}
     d = report.differentials[0]
     print(f"UTKFace FMR@1e-3 worst/best {d.ratio:.1f}x ({d.worst} / {d.best})")
-    # The plain HOG pipeline measured 6.4% FTA for Black men against 1.6% for White men.
-    assert by["Black male"].fta > by["White male"].fta
+    # The default detector (HOG, CNN where HOG finds none) acquires every group's faces (HOG
+    # alone: 1.6% of White men's, 6.4% of Black men's missed).
+    assert all(g.fta <= 0.01 for g in report.groups) and report.fta_ratio <= 1.5
     assert d.ratio > 10 and d.worst == "Asian female"  # the problem issue 6 names
     assert write_report(report, curves, tmp_path).is_file()
 
@@ -137,8 +137,8 @@ def test_worst_group_threshold_holds_for_every_group() -> None:
 
 @pytest.mark.slow
 def test_mitigation_fitted_on_one_half_narrows_the_other(utkface_root: Path) -> None:
-    """Fair-score normalisation fitted on half 0 (no labels used), evaluated on half 1."""
-    from yingyan.calibration import fit_profile
+    """Both normalisations fitted on half 0 (no labels used), evaluated on half 1."""
+    from yingyan.calibration import fit_cohort_profile, fit_profile
 
     acquired: dict[int, list[Acquired]] = {}
     images = {h: read_dataset("utkface", utkface_root, h) for h in (0, 1)}
@@ -146,12 +146,26 @@ def test_mitigation_fitted_on_one_half_narrows_the_other(utkface_root: Path) -> 
     for h in (0, 1):
         acquired[h] = acquire_all(images[h], EngineConfig(), show_progress=False)
     reference = np.stack([a.vector for a in acquired[0] if a.vector is not None])
-    profile = fit_profile(reference, model="dlib", name="utk-half0", clusters=40)
-    base, _ = build_report("half 1", images[1], acquired[1], replicates=0)
-    fair, _ = build_report("half 1", images[1], acquired[1], score=profile.scores, replicates=0)
-    b, f = base.differentials[0].ratio, fair.differentials[0].ratio
-    print(f"UTKFace half 1, FMR@1e-3 worst/best: baseline {b:.1f}x, fair-score {f:.2f}x")
-    assert f < b / 10
+    clusters = fit_profile(reference, model="dlib", name="utk-half0", clusters=40)
+    cohort = fit_cohort_profile(reference, model="dlib", name="utk-half0", top_k=50)
+    ratio = {}
+    for name, score in (("raw", None), ("clusters", clusters.scores), ("cohort", cohort.scores)):
+        kw = {"score": score} if score else {}
+        report, _ = build_report("half 1", images[1], acquired[1], replicates=0, **kw)
+        ratio[name] = report.differentials[0].ratio
+    print(f"UTKFace half 1, FMR@1e-3 worst/best: {ratio}")
+    assert ratio["clusters"] < ratio["raw"] / 10
+    assert ratio["cohort"] < 3 and ratio["cohort"] < ratio["clusters"]  # measured 2.35x
+
+
+def test_lfw_unpaired_shares_no_person_with_view2(lfw_root: Path) -> None:
+    from yingyan.evaluation.lfw import read_pairs
+
+    images = read_dataset("lfw-unpaired", lfw_root)
+    people = {im.identity for im in images}
+    paired = {n.split("/")[0] for p in read_pairs(lfw_root / "pairs.txt") for n in (p.a, p.b)}
+    assert len(people) == 1468 and not people & paired
+    assert {im.group for im in images} == {"unlabelled"}
 
 
 def test_calibrate_and_fairness_cli(tmp_path: Path, utkface_root: Path) -> None:
@@ -170,12 +184,14 @@ def test_calibrate_and_fairness_cli(tmp_path: Path, utkface_root: Path) -> None:
     )
     run = CliRunner().invoke
     common = ["--dataset", "csv", "--root", str(labels), "--workers", "1"]
-    r = run(
-        app, ["calibrate", "fit", *common, "--clusters", "2", "--out", str(tmp_path / "p.json")]
-    )
+    fit = ["calibrate", "fit", *common, "--method"]
+    r = run(app, [*fit, "clusters", "--clusters", "2", "--out", str(tmp_path / "c.json")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "c.json").read_text())["clusters"] == 2
+    r = run(app, [*fit, "cohort", "--top-k", "10", "--out", str(tmp_path / "p.json")])
     assert r.exit_code == 0, r.output
     profile = json.loads((tmp_path / "p.json").read_text())
-    assert profile["clusters"] == 2 and profile["fitted_on"]["templates"] >= 55
+    assert profile["method"] == "cohort" and profile["fitted_on"]["templates"] >= 55
     r = run(
         app,
         [
@@ -218,8 +234,8 @@ def test_calibrate_and_fairness_cli(tmp_path: Path, utkface_root: Path) -> None:
             "calibrate",
             "fit",
             *common,
-            "--clusters",
-            "2",
+            "--top-k",
+            "10",
             "--out",
             str(tmp_path / "p.json"),
             "--half",

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from yingyan.cli.options import (
+    DEFAULT_DETECTOR,
     CalibrationOpt,
     DatasetOpt,
     DatasetRootOpt,
@@ -35,19 +36,27 @@ def fit(
     root: DatasetRootOpt,
     out_file: Annotated[Path, typer.Option("--out", help="profile file to write (JSON)")],
     half: HalfOpt = None,
-    clusters: Annotated[int, typer.Option(min=2, max=1000)] = 40,
+    method: Annotated[
+        str, typer.Option(help="cohort (adaptive score normalisation) or clusters (k-means)")
+    ] = "cohort",
+    top_k: Annotated[int, typer.Option(min=2, help="cohort: highest scores per template")] = 50,
+    clusters: Annotated[int, typer.Option(min=2, max=1000, help="clusters: k-means k")] = 40,
     target_fmr: Annotated[float, typer.Option(min=1e-6, max=0.5)] = 1e-3,
     name: Annotated[str | None, typer.Option(help="profile name (default: the file stem)")] = None,
-    detector: DetectorOpt = "hog",
+    detector: DetectorOpt = DEFAULT_DETECTOR,
     yunet_model: YunetOpt = None,
     workers: WorkersOpt = None,
 ) -> None:
     """Fit a fair-score normalisation on reference images of different people. Labels in
-    the data are ignored: only templates are used."""
-    from yingyan.calibration import fit_profile
+    the data are ignored: only templates are used. `cohort` stores the reference templates in
+    the profile (treat it as biometric data); `clusters` stores centroids and offsets only."""
+    from yingyan.calibration import fit_cohort_profile, fit_profile
+    from yingyan.calibration.fair_score import METHODS, CalibrationError
     from yingyan.engine import Engine
     from yingyan.evaluation.fairness import acquire_dataset
 
+    if method not in METHODS:
+        raise CalibrationError(f"unknown method {method!r}: choose {', '.join(METHODS)}")
     config = engine_config(detector, None, yunet_model)
     images, acquired = acquire_dataset(dataset, root, half, config, workers=workers)
     # one template per identity: pairs of the reference set must be impostor pairs
@@ -57,18 +66,41 @@ def fit(
         if a.vector is not None and (im.identity is None or im.identity not in seen):
             vectors.append(a.vector)
             seen.add(im.identity or "")
-    profile = fit_profile(
-        np.stack(vectors),
-        model=str(Engine(config).model_id),
-        name=name or out_file.stem,
-        clusters=clusters,
-        target_fmr=target_fmr,
-        fitted_on={"dataset": dataset, "root": str(root), "half": half, "detector": detector},
-    )
+    fitted_on: dict[str, object] = {
+        "dataset": dataset,
+        "root": str(root),
+        "half": half,
+        "detector": detector,
+    }
+    model, name = str(Engine(config).model_id), name or out_file.stem
+    if method == "cohort":
+        profile = fit_cohort_profile(
+            np.stack(vectors),
+            model=model,
+            name=name,
+            top_k=top_k,
+            target_fmr=target_fmr,
+            fitted_on=fitted_on,
+        )
+        shape = f"top-{top_k} cohort of {len(vectors)} templates"
+    else:
+        profile = fit_profile(
+            np.stack(vectors),
+            model=model,
+            name=name,
+            clusters=clusters,
+            target_fmr=target_fmr,
+            fitted_on=fitted_on,
+        )
+        shape = (
+            f"{clusters} clusters on {len(vectors)} templates, offsets "
+            f"{min(profile.deltas):+.4f}..{max(profile.deltas):+.4f}"
+        )
     profile.save(out_file)
     out.print(
-        f"profile {profile.name} v{profile.version}: {clusters} clusters on {len(vectors)} "
-        f"templates, offsets {min(profile.deltas):+.4f}..{max(profile.deltas):+.4f} → {out_file}",
+        f"profile {profile.name} v{profile.version} ({profile.method}): {shape}; threshold "
+        f"{profile.global_threshold:.4f} at FMR {target_fmr:g} on the reference pairs "
+        f"→ {out_file}",
         markup=False,
     )
 
@@ -82,7 +114,7 @@ def threshold(
     half: HalfOpt = None,
     calibration: CalibrationOpt = None,
     out_file: Annotated[Path | None, typer.Option("--out", help="write the record (JSON)")] = None,
-    detector: DetectorOpt = "hog",
+    detector: DetectorOpt = DEFAULT_DETECTOR,
     yunet_model: YunetOpt = None,
     workers: WorkersOpt = None,
 ) -> None:

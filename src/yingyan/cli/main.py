@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from yingyan.cli.options import (
+    DEFAULT_DETECTOR,
     BackendOpt,
     CalibrationOpt,
     DatasetOpt,
@@ -197,17 +198,19 @@ def eval_lfw(
     pairs: Annotated[
         Path | None, typer.Option(help="pairs file (default ROOT/pairs.txt; name or path)")
     ] = None,
-    detector: DetectorOpt = "hog",
+    detector: DetectorOpt = DEFAULT_DETECTOR,
     upsample: UpsampleOpt = None,
     yunet_model: YunetOpt = None,
     flip: FlipOpt = True,
     jitter: Annotated[int, typer.Option(help="extra jittered views per chip (0-8)")] = 0,
     backend: BackendOpt = "onnx",
     workers: WorkersOpt = None,
+    calibration: CalibrationOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json-out", help="write JSON")] = None,
     det_plot: Annotated[Path | None, typer.Option("--det-plot", help="write DET PNG")] = None,
 ) -> None:
-    """The LFW verification protocol: 10-fold accuracy, EER, TAR@FAR, DET curve."""
+    """The LFW verification protocol: 10-fold accuracy, EER, TAR@FAR, DET curve. With
+    --calibration, the configured recipe is scored a second time through the profile."""
     from yingyan.evaluation.lfw import run_lfw
     from yingyan.evaluation.plots import det_plot as draw
 
@@ -215,7 +218,13 @@ def eval_lfw(
     if pairs is not None and not pairs.is_file() and (root / pairs).is_file():
         pairs_path = root / pairs
     config = engine_config(detector, upsample, yunet_model, flip, jitter, backend)
-    report = run_lfw(root, pairs_path, config, workers=workers)
+    scoring = None
+    if calibration is not None:
+        from yingyan.calibration import load_profile
+
+        profile = load_profile(calibration)
+        scoring = (f"fair-score {profile.name} v{profile.version}", profile.pair_scores)
+    report = run_lfw(root, pairs_path, config, workers=workers, calibration=scoring)
     table = Table(title=f"LFW {pairs_path.name}: {report.n_pairs} pairs, {report.n_images} images")
     for col in ("variant", "accuracy", "EER", "TAR@FAR=1e-3", "TAR@FAR=1e-4", "threshold"):
         table.add_column(col, justify="right")
@@ -266,7 +275,7 @@ def eval_fairness(
     dataset: DatasetOpt,
     root: DatasetRootOpt,
     out_dir: Annotated[Path, typer.Option(help="where report.html/json and the plot go")],
-    detector: DetectorOpt = "hog",
+    detector: DetectorOpt = DEFAULT_DETECTOR,
     yunet_model: YunetOpt = None,
     targets: Annotated[str, typer.Option(help="target FMRs, comma-separated")] = "1e-3,1e-4",
     half: HalfOpt = None,
@@ -351,7 +360,7 @@ def models_info(
 def eval_lfw_identification(
     root: Annotated[Path, typer.Option(help="LFW folder holding lfw-deepfunneled/")],
     data_dir: Annotated[Path, typer.Option(help="where the benchmark gallery is created")],
-    detector: DetectorOpt = "hog",
+    detector: DetectorOpt = DEFAULT_DETECTOR,
     yunet_model: YunetOpt = None,
     flip: FlipOpt = True,
     index: Annotated[str, typer.Option(help="flat, flat16, ivf, hnsw")] = "flat",

@@ -19,6 +19,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 stderr = Console(stderr=True)
+# The engine's default detector, for commands that spell their default out.
+DEFAULT_DETECTOR: str = EngineConfig().detector
 
 DetectorOpt = Annotated[
     str,
@@ -45,7 +47,7 @@ BackendOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 WorkersOpt = Annotated[int | None, typer.Option(help="worker processes (default all)")]
 # labelled evaluation data (fairness, calibration)
-DatasetOpt = Annotated[str, typer.Option(help="utkface, lfw-gender or csv")]
+DatasetOpt = Annotated[str, typer.Option(help="utkface, lfw-gender, lfw-unpaired or csv")]
 DatasetRootOpt = Annotated[Path, typer.Option(help="the dataset folder, or the labels CSV")]
 HalfOpt = Annotated[int | None, typer.Option(help="only one fixed half (0 or 1)")]
 CalibrationOpt = Annotated[

@@ -27,7 +27,7 @@ from yingyan.config import EngineConfig
 from yingyan.detection import most_central
 from yingyan.engine import Engine
 from yingyan.errors import DatasetError, YingyanError
-from yingyan.evaluation.lfw import image_dir
+from yingyan.evaluation.lfw import image_dir, read_pairs
 from yingyan.evaluation.metrics import fmr_at, threshold_at_fmr
 
 Vectors = npt.NDArray[np.float32]
@@ -76,6 +76,19 @@ def read_lfw_gender(root: Path) -> list[LabelledImage]:
         if len(genders) == 1 and path.is_file():
             out.append(LabelledImage(path, next(iter(genders)), person))
     return out
+
+
+def read_lfw_unpaired(root: Path) -> list[LabelledImage]:
+    """LFW images of the people who appear in no pair of `pairs.txt` (1,468 of 5,749): a
+    reference set in LFW's own domain that shares no person with the view-2 protocol, for
+    fitting a calibration that is then measured on view 2. No labels: group "unlabelled"."""
+    images = image_dir(root)
+    paired = {n.split("/")[0] for p in read_pairs(root / "pairs.txt") for n in (p.a, p.b)}
+    return [
+        LabelledImage(path, "unlabelled", path.parent.name)
+        for path in sorted(images.glob("*/*.jpg"))
+        if path.parent.name not in paired
+    ]
 
 
 def read_labels_csv(path: Path) -> list[LabelledImage]:
@@ -382,10 +395,15 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def read_dataset(kind: str, root: Path, half: int | None = None) -> list[LabelledImage]:
-    """`utkface` (a folder), `lfw-gender` (the LFW folder) or `csv` (a labels file); `half`
-    (0 or 1) keeps one of two fixed, disjoint halves, so that a calibration fitted on one half
-    is evaluated on the other."""
-    readers = {"utkface": read_utkface, "lfw-gender": read_lfw_gender, "csv": read_labels_csv}
+    """`utkface` (a folder), `lfw-gender` or `lfw-unpaired` (the LFW folder) or `csv` (a labels
+    file); `half` (0 or 1) keeps one of two fixed, disjoint halves, so that a calibration fitted
+    on one half is evaluated on the other."""
+    readers = {
+        "utkface": read_utkface,
+        "lfw-gender": read_lfw_gender,
+        "lfw-unpaired": read_lfw_unpaired,
+        "csv": read_labels_csv,
+    }
     if kind not in readers:
         raise DatasetError(f"unknown dataset kind {kind!r}: choose {', '.join(readers)}")
     if not root.exists():

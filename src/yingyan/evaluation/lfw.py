@@ -11,7 +11,7 @@ guarantees a centred face), and the count of such images is reported.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,10 @@ from yingyan.errors import DatasetError, YingyanError
 from yingyan.evaluation import metrics
 
 IMAGE_DIRS = ("lfw-deepfunneled", "lfw_funneled", "lfw")
+
+# Scores of pairs row by row: (n, d) and (n, d) templates -> n scores. A calibration (e.g. a
+# fair-score profile's `pair_scores`) plugs in here.
+PairScore = Callable[[npt.NDArray[np.float32], npt.NDArray[np.float32]], npt.NDArray[np.float64]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,19 +224,29 @@ class LfwReport:
         }
 
 
-def _pair_scores(
-    vecs: dict[str, npt.NDArray[np.float32]], pairs: list[Pair], euclidean: bool = False
+def cosine_pairs(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    out: npt.NDArray[np.float64] = np.einsum("ij,ij->i", a.astype(np.float64), b.astype(np.float64))
+    return out
+
+
+def euclidean_pairs(
+    a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]
 ) -> npt.NDArray[np.float64]:
-    out = np.empty(len(pairs))
-    for k, p in enumerate(pairs):
-        a, b = vecs.get(p.a), vecs.get(p.b)
-        if a is None or b is None:
-            out[k] = -np.inf  # a failed image can only be a non-match
-        elif euclidean:
-            out[k] = -float(np.linalg.norm(a - b))
-        else:
-            out[k] = float(np.dot(a, b))
-    return np.maximum(out, -1e9)
+    out: npt.NDArray[np.float64] = -np.linalg.norm(a.astype(np.float64) - b, axis=1)
+    return out
+
+
+def _pair_scores(
+    vecs: dict[str, npt.NDArray[np.float32]], pairs: list[Pair], score: PairScore = cosine_pairs
+) -> npt.NDArray[np.float64]:
+    """One score per pair; a pair with a failed image can only be a non-match."""
+    out = np.full(len(pairs), -1e9)
+    ok = [k for k, p in enumerate(pairs) if p.a in vecs and p.b in vecs]
+    if ok:
+        a = np.stack([vecs[pairs[k].a] for k in ok])
+        b = np.stack([vecs[pairs[k].b] for k in ok])
+        out[ok] = np.maximum(score(a, b), -1e9)
+    return out
 
 
 def run_lfw(
@@ -243,11 +257,14 @@ def run_lfw(
     known: Mapping[str, ImageResult] | None = None,
     workers: int | None = None,
     show_progress: bool = True,
+    calibration: tuple[str, PairScore] | None = None,
 ) -> LfwReport:
     """Embed every image of the protocol once and score each variant from the same descriptors:
     'plain' (one pass), 'flip' (chip + mirror averaged), 'flip+jitterK' (with K jittered views,
     when configured) and 'plain-euclidean-raw' (dlib's own distance on unnormalised
-    descriptors, for reference). The configured recipe comes first."""
+    descriptors, for reference). The configured recipe comes first. With a `calibration`
+    (name, pair score), the configured recipe is also scored through it, as the second
+    variant '<recipe>+<name>', so its accuracy cost is read against the same templates."""
     images = image_dir(root)
     pairs = read_pairs(pairs_file)
     names = sorted({p.a for p in pairs} | {p.b for p in pairs})
@@ -259,23 +276,30 @@ def run_lfw(
     k = config.jitter + 1  # views per side (original, mirrored)
     plain = {n: normalise(v[0]) for n, v in views.items()}
     flip = {n: normalise(normalise(v[[0, k]]).mean(axis=0)) for n, v in views.items()}
+    templates = {"flip": flip, "plain": plain}
     variants = [
         evaluate_scores("flip", _pair_scores(flip, pairs), pairs),
         evaluate_scores("plain", _pair_scores(plain, pairs), pairs),
         evaluate_scores(
             "plain-euclidean-raw",
-            _pair_scores({n: v[0] for n, v in views.items()}, pairs, euclidean=True),
+            _pair_scores({n: v[0] for n, v in views.items()}, pairs, euclidean_pairs),
             pairs,
         ),
     ]
     if config.jitter:
         full = {n: normalise(normalise(v).mean(axis=0)) for n, v in views.items()}
         name = f"flip+jitter{config.jitter}"
+        templates[name] = full
         variants.append(evaluate_scores(name, _pair_scores(full, pairs), pairs))
     primary = recipe_name(flip=config.flip, jitter=config.jitter)
     if not config.flip and config.jitter:
         primary = "plain"  # jitter without flip is not scored separately
-    variants.sort(key=lambda v: v.name != primary)
+    if calibration is not None:
+        label, score = calibration
+        calibrated = _pair_scores(templates[primary], pairs, score)
+        variants.append(evaluate_scores(f"{primary}+{label}", calibrated, pairs))
+    order = [primary, f"{primary}+{calibration[0]}" if calibration else ""]
+    variants.sort(key=lambda v: order.index(v.name) if v.name in order else len(order))
     return LfwReport(
         pairs_file=str(pairs_file),
         n_pairs=len(pairs),
