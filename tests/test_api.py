@@ -35,6 +35,8 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("GET", "/api/v1/galleries"): "galleries:read",
     ("GET", "/api/v1/galleries/{gallery}"): "galleries:read",
     ("DELETE", "/api/v1/galleries/{gallery}"): "galleries:write",
+    ("PUT", "/api/v1/galleries/{gallery}/calibration"): "galleries:write",
+    ("DELETE", "/api/v1/galleries/{gallery}/calibration"): "galleries:write",
     ("POST", "/api/v1/galleries/{gallery}/subjects"): "subjects:write",
     ("GET", "/api/v1/galleries/{gallery}/subjects"): "subjects:read",
     ("GET", "/api/v1/galleries/{gallery}/subjects/{subject}"): "subjects:read",

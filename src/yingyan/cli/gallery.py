@@ -180,6 +180,38 @@ def delete(
     typer.echo(f"deleted gallery {name!r}")
 
 
+@gallery_app.command("calibrate")
+@handles_errors
+def calibrate(
+    name: Annotated[str, typer.Argument(help="gallery name")],
+    profile: Annotated[
+        Path | None, typer.Option(help="fair-score profile from `yingyan calibrate fit`")
+    ] = None,
+    none: Annotated[bool, typer.Option("--none", help="back to raw scores")] = False,
+    data: DataDirOpt = None,
+    url: DbUrlOpt = None,
+    key_file: KeyFileOpt = None,
+) -> None:
+    """Make a gallery's verify and identify normalise scores with a calibration profile (its
+    threshold is then on the normalised scale: the profile's unless the gallery sets one)."""
+    from yingyan.audit.log import AuditRecord, append
+    from yingyan.calibration import load_profile
+    from yingyan.cli.audit import cli_actor
+
+    if (profile is None) == (not none):
+        raise ConfigError("give --profile PATH or --none")
+    loaded = load_profile(profile) if profile is not None else None
+    with open_service(data, url, key_file=key_file) as service:
+        service.set_calibration(name, loaded)
+        with service.db.session() as s:
+            details = {"profile": loaded.version if loaded else None}
+            append(s, AuditRecord(cli_actor(), "gallery.calibrate", gallery=name, details=details))
+    typer.echo(
+        f"gallery {name!r}: "
+        + (f"calibrated with {loaded.name} v{loaded.version}" if loaded else "raw scores")
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(gallery_app, name="gallery")
 

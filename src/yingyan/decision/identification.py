@@ -29,7 +29,7 @@ class Candidate:
 
 
 def rank_subjects(
-    scores: npt.NDArray[np.float32],
+    scores: npt.NDArray[np.float32] | npt.NDArray[np.float64],
     template_ids: npt.NDArray[np.int64],
     subject_of: Mapping[int, int],
     *,

@@ -24,9 +24,22 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session
 
+from yingyan.calibration.fair_score import (
+    FairScoreProfile,
+    normalise_pairs,
+    parse_profile,
+    profile_json,
+)
 from yingyan.decision import Candidate, Mode, rank_subjects
 from yingyan.errors import ConfigError, ModelMismatchError
-from yingyan.gallery.index import Fingerprint, IndexSpec, VectorIndex, VectorIndexError, open_index
+from yingyan.gallery.index import (
+    Fingerprint,
+    IndexSpec,
+    SearchResult,
+    VectorIndex,
+    VectorIndexError,
+    open_index,
+)
 from yingyan.store import (
     Database,
     GalleryRow,
@@ -35,6 +48,7 @@ from yingyan.store import (
     delete_gallery,
     delete_subject,
     delete_template,
+    get_calibration_profile,
     get_gallery,
     get_or_create_subject,
     get_subject,
@@ -42,12 +56,15 @@ from yingyan.store import (
     iter_template_batches,
     list_galleries,
     list_templates,
+    put_calibration_profile,
     rename_subject,
+    set_gallery_calibration,
     subject_templates,
     subjects_by_id,
     subjects_of_templates,
     template_ids,
     template_vector,
+    template_vectors,
 )
 from yingyan.types import Box, Template, Vector
 
@@ -112,6 +129,7 @@ class GalleryService:
         self.milvus_uri = milvus_uri
         self.cipher = cipher
         self._open: dict[int, VectorIndex] = {}
+        self._profiles: dict[str, FairScoreProfile] = {}
 
     def close(self) -> None:
         for index in self._open.values():
@@ -391,12 +409,101 @@ class GalleryService:
             return []
         queries = np.stack([p.vector for p in probes]).astype(np.float32)
         index = self.index(g, queries.shape[1])
-        hits = index.search(queries, min(max(4 * k, k + 16), max(1, len(index))))
-        return self._candidates(hits.scores, hits.ids, k=k, mode=mode, threshold=threshold)
+        profile = self.profile(g)
+        # Normalisation re-ranks: search deeper so a candidate it lifts is among the hits.
+        depth = max(4 * k, k + 16) if profile is None else max(8 * k, k + 64)
+        hits = index.search(queries, min(depth, max(1, len(index))))
+        scores = hits.scores if profile is None else self._normalised(g, profile, queries, hits)
+        return self._candidates(scores, hits.ids, k=k, mode=mode, threshold=threshold)
+
+    def verify_subject(
+        self, gallery: str, external_id: str, probe: Template
+    ) -> tuple[int, float] | None:
+        """(template id, score) of the subject's best template against the probe, normalised if
+        the gallery is calibrated; None if the subject has no template."""
+        g = self._detached_gallery(gallery)
+        if str(probe.model) != g.model:
+            raise ModelMismatchError(f"gallery {gallery!r} holds templates of {g.model}")
+        refs = self.subject_vectors(gallery, external_id)
+        if not refs:
+            return None
+        vectors = np.stack([v for _, v in refs])
+        raw = vectors.astype(np.float64) @ probe.vector.astype(np.float64)
+        profile = self.profile(g)
+        if profile is not None:
+            probe_norms = profile.norms(probe.vector[None, :].astype(np.float32))
+            raw = normalise_pairs(
+                raw, probe_norms[np.zeros(len(refs), np.int64)], profile.norms(vectors)
+            )
+        best = int(np.argmax(raw))
+        return refs[best][0], float(raw[best])
+
+    def decision_threshold(self, gallery: str) -> tuple[float, str] | None:
+        """The gallery's threshold and where it comes from: its own, else its calibration
+        profile's (normalised scores are on another scale than the model's default)."""
+        g = self._detached_gallery(gallery)
+        if g.threshold is not None:
+            return g.threshold, "the gallery's threshold"
+        profile = self.profile(g)
+        if profile is not None:
+            return (
+                profile.global_threshold,
+                f"calibration profile {profile.name} v{profile.version}",
+            )
+        return None
+
+    # -- calibration -------------------------------------------------------------------------
+
+    def profile(self, gallery: GalleryRow) -> FairScoreProfile | None:
+        """The calibration profile the gallery's comparisons use, if any (read once)."""
+        version = gallery.calibration
+        if version is None:
+            return None
+        if version not in self._profiles:
+            with self.db.session() as s:
+                body = get_calibration_profile(s, version=version).body
+            self._profiles[version] = parse_profile(body, where=f"stored profile {version}")
+        return self._profiles[version]
+
+    def set_calibration(self, gallery: str, profile: FairScoreProfile | None) -> None:
+        """Store the profile and make the gallery use it (None: raw scores again)."""
+        with self.db.session() as s:
+            if profile is not None:
+                put_calibration_profile(
+                    s, version=profile.version, model=profile.model, body=profile_json(profile)
+                )
+            set_gallery_calibration(s, name=gallery, version=profile.version if profile else None)
+
+    def _normalised(
+        self,
+        gallery: GalleryRow,
+        profile: FairScoreProfile,
+        queries: npt.NDArray[np.float32],
+        hits: SearchResult,
+    ) -> npt.NDArray[np.float64]:
+        """The hits' scores normalised by the probe's and each candidate's norms."""
+        ids = hits.ids
+        with self.db.session() as s:
+            found = template_vectors(
+                s, gallery_id=gallery.id, template_ids=ids[ids >= 0].tolist(), cipher=self.cipher
+            )
+        out = np.full(ids.shape, -np.inf)
+        if not found:
+            return out
+        order = np.array(sorted(found), np.int64)
+        norms = profile.norms(np.stack([found[int(i)] for i in order]))
+        probe_norms = profile.norms(queries)
+        for row in range(ids.shape[0]):
+            keep = np.isin(ids[row], order)
+            where = np.searchsorted(order, ids[row][keep])
+            raw = hits.scores[row][keep].astype(np.float64)
+            rows = np.full(len(where), row, np.int64)
+            out[row][keep] = normalise_pairs(raw, probe_norms[rows], norms[where])
+        return out
 
     def _candidates(
         self,
-        scores: npt.NDArray[np.float32],
+        scores: npt.NDArray[np.float32] | npt.NDArray[np.float64],
         ids: npt.NDArray[np.int64],
         *,
         k: int,

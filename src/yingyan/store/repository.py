@@ -29,6 +29,7 @@ from yingyan.store.database import StoreError
 from yingyan.store.tables import (
     GALLERY_KINDS,
     Base,
+    CalibrationProfileRow,
     ConsentRow,
     GalleryKind,
     GalleryRow,
@@ -724,3 +725,64 @@ def _box(box: Box | Sequence[float] | None) -> list[float] | None:
     if len(values) != 4 or not all(math.isfinite(v) for v in values):
         raise InvalidValueError("a box is 4 finite numbers: x1, y1, x2, y2")
     return values
+
+
+# -- calibration profiles ------------------------------------------------------------------------
+
+
+def put_calibration_profile(
+    session: Session, *, version: str, model: str, body: str
+) -> CalibrationProfileRow:
+    """Store a profile under its version (content hash); storing it again is a no-op."""
+    version = _required(version, "profile version")
+
+    def find() -> CalibrationProfileRow | None:
+        return session.get(CalibrationProfileRow, version)
+
+    def make() -> CalibrationProfileRow:
+        return CalibrationProfileRow(version=version, model=_required(model, "model"), body=body)
+
+    row, _ = _get_or_insert(session, find, make)
+    return row
+
+
+def get_calibration_profile(session: Session, *, version: str) -> CalibrationProfileRow:
+    row = session.get(CalibrationProfileRow, version)
+    if row is None:
+        raise NotFoundError(f"no calibration profile {version!r}")
+    return row
+
+
+def set_gallery_calibration(session: Session, *, name: str, version: str | None) -> GalleryRow:
+    """Make a gallery's comparisons use a stored profile (None: raw scores again). The profile
+    must be of the gallery's model."""
+    gallery = get_gallery(session, name=name)
+    if version is not None:
+        profile = get_calibration_profile(session, version=version)
+        if profile.model != gallery.model:
+            raise ModelMismatchError(
+                f"profile {version} is for {profile.model}, gallery {name!r} holds {gallery.model}"
+            )
+    gallery.calibration = version
+    session.flush()
+    return gallery
+
+
+def template_vectors(
+    session: Session,
+    *,
+    gallery_id: int,
+    template_ids: Iterable[int],
+    cipher: TemplateCipher | None = None,
+) -> dict[int, Vector]:
+    """Decrypted vectors of some templates of a gallery (e.g. the candidates of a search);
+    ids not in the gallery are absent."""
+    out: dict[int, Vector] = {}
+    wanted = sorted({int(i) for i in template_ids})
+    for chunk in (wanted[i : i + _IN_CHUNK] for i in range(0, len(wanted), _IN_CHUNK)):
+        query = select(TemplateRow).where(
+            TemplateRow.gallery_id == gallery_id, TemplateRow.id.in_(chunk)
+        )
+        for row in session.scalars(query):
+            out[int(row.id)] = template_vector(row, cipher)
+    return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 
 from yingyan.access.keys import ApiKey
@@ -25,7 +24,6 @@ from yingyan.api.state import AppState, get_state
 from yingyan.audit.log import AuditRecord
 from yingyan.comparison import compare
 from yingyan.comparison.thresholds import Threshold, custom_threshold, default_threshold
-from yingyan.errors import ModelMismatchError
 from yingyan.gallery.service import GalleryService, SubjectCandidate
 from yingyan.store import GalleryRow, count_templates, get_gallery
 from yingyan.types import Template
@@ -57,11 +55,13 @@ async def detect(
     )
 
 
-def _threshold(model: str, gallery_threshold: float | None, given: float | None) -> Threshold:
+def _threshold(model: str, gallery: tuple[float, str] | None, given: float | None) -> Threshold:
+    """The caller's threshold, else the gallery's (its own or its calibration profile's),
+    else the model's default."""
     if given is not None:
         return custom_threshold(model, given)
-    if gallery_threshold is not None:
-        return Threshold("gallery", gallery_threshold, model, "the gallery's threshold")
+    if gallery is not None:
+        return Threshold("gallery", gallery[0], model, gallery[1])
     return default_threshold(model.split("@")[0])
 
 
@@ -127,28 +127,26 @@ async def verify_subject(
     """1:1 against an enrolled subject: the best score over the subject's templates."""
     data = (await read_images(request, "probe"))["probe"]
 
-    def references(galleries: GalleryService) -> tuple[GalleryRow, list[tuple[int, np.ndarray]]]:
+    def model_and_threshold(galleries: GalleryService) -> tuple[str, tuple[float, str] | None]:
         with galleries.db.session() as session:
-            row = get_gallery(session, name=gallery)
-            session.expunge(row)
-        return row, galleries.subject_vectors(gallery, subject)
+            model = get_gallery(session, name=gallery).model
+        return model, galleries.decision_threshold(gallery)
 
-    row, vectors = await state.gallery_call(references)
-    if not vectors:
-        raise ApiError("no_templates", f"subject {subject!r} has no enrolled face")
+    model, gallery_threshold = await state.gallery_call(model_and_threshold)
     probe = (await state.inference.faces(data, policy="single"))[0]
     assert probe.template is not None
-    if str(probe.template.model) != row.model:
-        raise ModelMismatchError(f"gallery {gallery!r} holds templates of {row.model}")
-    scores = [float(np.dot(probe.template.vector, v)) for _, v in vectors]
-    best = int(np.argmax(scores))
-    t = _threshold(row.model, row.threshold, threshold)
+    template = probe.template
+    best = await state.gallery_call(lambda g: g.verify_subject(gallery, subject, template))
+    if best is None:
+        raise ApiError("no_templates", f"subject {subject!r} has no enrolled face")
+    template_id, score = best
+    t = _threshold(model, gallery_threshold, threshold)
     out = VerifyOut(
-        score=round(scores[best], 6),
+        score=round(score, 6),
         threshold=t.score,
         threshold_source=f"{t.name}: {t.source}",
-        match=scores[best] >= t.score,
-        model=row.model,
+        match=score >= t.score,
+        model=model,
         probe_face=FaceOut.of(probe),
         reference_subject=subject,
     )
@@ -161,7 +159,7 @@ async def verify_subject(
             case_reference=case_reference,
             details={
                 "subject": subject,
-                "template_id": vectors[best][0],
+                "template_id": template_id,
                 "score": out.score,
                 "threshold": t.score,
                 "match": out.match,
@@ -197,13 +195,14 @@ async def identify(
     """1:N: candidates for a human reviewer, never an identification by themselves. Searches
     of a watchlist must say why (purpose) and for which case (case_reference)."""
 
-    def gallery_row(galleries: GalleryService) -> tuple[GalleryRow, int]:
+    def gallery_row(galleries: GalleryService) -> tuple[GalleryRow, int, tuple[float, str] | None]:
         with galleries.db.session() as session:
             row = get_gallery(session, name=gallery)
             session.expunge(row)
-            return row, count_templates(session, gallery_id=row.id)
+            enrolled = count_templates(session, gallery_id=row.id)
+        return row, enrolled, galleries.decision_threshold(gallery)
 
-    row, enrolled = await state.gallery_call(gallery_row)
+    row, enrolled, gallery_threshold = await state.gallery_call(gallery_row)
     if row.kind == "watchlist" and not (purpose and case_reference):
         await state.audit(
             AuditRecord(
@@ -221,7 +220,7 @@ async def identify(
     data = (await read_images(request, "probe"))["probe"]
     found = await state.inference.faces(data, policy="all" if faces == "all" else "largest")
     templates: list[Template] = [f.template for f in found if f.template is not None]
-    t = _threshold(row.model, row.threshold, threshold) if mode == "threshold" else None
+    t = _threshold(row.model, gallery_threshold, threshold) if mode == "threshold" else None
     cut = t.score if t else None
     results: list[list[SubjectCandidate]] = [[] for _ in templates]
     if enrolled and templates:

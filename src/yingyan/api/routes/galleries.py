@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Body, Depends
 from sqlalchemy.orm import Session
 
 from yingyan.access.keys import ApiKey
@@ -12,6 +13,7 @@ from yingyan.api.schemas import ERROR_RESPONSES, GalleryIn, GalleryOut
 from yingyan.api.security import require, require_gallery
 from yingyan.api.state import AppState, get_state
 from yingyan.audit.log import AuditRecord
+from yingyan.calibration.fair_score import FairScoreProfile, parse_profile
 from yingyan.gallery.service import GalleryService
 from yingyan.store import GalleryRow, count_subjects, create_gallery, get_gallery, list_galleries
 
@@ -98,3 +100,42 @@ async def delete(
     """Delete a gallery with every subject and template, from the database and the index."""
     await state.gallery_call(lambda galleries: galleries.delete(gallery))
     await state.audit(AuditRecord(key.label, "gallery.delete", gallery=gallery))
+
+
+@router.put("/{gallery}/calibration", response_model=GalleryOut)
+async def calibrate(
+    gallery: str,
+    profile: Annotated[dict[str, Any], Body(description="a profile from `yingyan calibrate fit`")],
+    state: State,
+    key: Annotated[ApiKey, Depends(require_gallery("galleries:write"))],
+) -> GalleryOut:
+    """Make the gallery's verify and identify normalise scores with this fair-score profile
+    (label-free; fitted on reference data of the same model). Its version is its content hash."""
+    parsed = parse_profile(json.dumps(profile), where="the request's profile")
+    return await _set_calibration(state, key, gallery, parsed)
+
+
+@router.delete("/{gallery}/calibration", response_model=GalleryOut)
+async def uncalibrate(
+    gallery: str,
+    state: State,
+    key: Annotated[ApiKey, Depends(require_gallery("galleries:write"))],
+) -> GalleryOut:
+    """Back to raw cosine scores."""
+    return await _set_calibration(state, key, gallery, None)
+
+
+async def _set_calibration(
+    state: AppState, key: ApiKey, gallery: str, profile: FairScoreProfile | None
+) -> GalleryOut:
+    def work(galleries: GalleryService) -> GalleryOut:
+        galleries.set_calibration(gallery, profile)
+        with galleries.db.session() as session:
+            return gallery_out(session, get_gallery(session, name=gallery))
+
+    out = await state.gallery_call(work)
+    details: dict[str, Any] = {"profile": profile.version if profile else None}
+    if profile is not None:
+        details |= {"method": profile.method, "name": profile.name}
+    await state.audit(AuditRecord(key.label, "gallery.calibrate", gallery=gallery, details=details))
+    return out
