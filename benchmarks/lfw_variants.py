@@ -1,7 +1,7 @@
 """LFW view-2 accuracy of each pipeline variant, with the plain single-pass HOG pipeline as the
 baseline measured in the same run.
 
-    python benchmarks/lfw_variants.py --root ../shared/datasets/lfw [--detectors hog,yunet]
+    python benchmarks/lfw_variants.py --root ../shared/datasets/lfw [--detectors hog,hog+cnn,yunet]
 
 For every detector, each image is detected, aligned and embedded once (chip and mirror), and
 every variant is scored from those descriptors: 'plain' (one pass, cosine), 'flip' (chip and
@@ -28,7 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--root", type=Path, default=SHARED / "datasets" / "lfw")
     ap.add_argument("--pairs", default="pairs.txt")
-    ap.add_argument("--detectors", default="hog,yunet")
+    ap.add_argument("--detectors", default="hog,hog+cnn,yunet")  # hog+cnn: the default engine
     ap.add_argument(
         "--yunet-model",
         type=Path,

@@ -79,13 +79,17 @@ def normalise_pairs(
 class FairScoreProfile:
     """A versioned, self-describing calibration: what it was fitted on and how.
 
-    Use in verify and identify (the gallery service): compute `norms` once for the probe and
-    once per gallery template (at enrolment, kept beside the template), then normalise each
-    raw cosine score with `normalise_pairs` / `normalise_matrix` and compare it with a
-    threshold on the *normalised* scale: `global_threshold` (the target FMR over the reference
-    set's impostor pairs) or one recorded by `yingyan calibrate threshold --calibration`. A
-    profile whose `model` differs from the templates' model must be refused; a change of
-    profile version means stored norms must be recomputed."""
+    Use in verify and identify (the gallery service): compute `norms` once for the probe, and
+    for the candidates either once per gallery template at enrolment (kept beside it, keyed by
+    the profile version) or from the candidates' templates when they are scored (one small
+    matrix product each, so cheap for a shortlist); then normalise each raw cosine score with
+    `normalise_pairs` (verify: one pair) or `normalise_matrix` (identify: probe x candidates)
+    and compare it with a threshold on the *normalised* scale: `global_threshold` (the target
+    FMR over the reference set's impostor pairs) or one recorded by `yingyan calibrate
+    threshold --calibration`, never a cosine threshold. Normalisation changes the ranking, so
+    identify should shortlist generously by raw score (e.g. 10x the wanted candidates) and
+    re-rank by normalised score. A profile whose `model` differs from the templates' model must
+    be refused; a new profile version means stored norms must be recomputed."""
 
     name: str
     model: str  # templates of other models are refused
