@@ -469,3 +469,39 @@ def test_initial_admin_key_file_is_private(api: Api) -> None:
     with open_database(None, api.settings.data_dir) as db, db.session() as s:
         stored = s.scalar(text("SELECT group_concat(secret_sha256) FROM api_keys"))
     assert api.admin not in str(stored)
+
+
+def test_a_gallery_calibrated_over_the_api(api: Api, stills: Path, utkface_root: Path) -> None:
+    from yingyan import Engine, load_image
+    from yingyan.calibration.fair_score import fit_cohort_profile, profile_json
+
+    engine = Engine()
+    reference = []
+    for path in sorted(utkface_root.iterdir())[:60]:
+        reference += [t.vector for t in engine.templates(load_image(path))[:1]]
+    profile = fit_cohort_profile(
+        np.stack(reference), model=str(engine.model_id), name="utk60", top_k=10
+    )
+    probe = files(probe=jpeg(stills / "obama2.jpg"))
+    url = "/api/v1/galleries/people/identify?k=2"
+    raw = api.client.post(url, files=probe, headers=api.h("operator")).json()
+    body = json.loads(profile_json(profile))
+    r = api.client.put("/api/v1/galleries/people/calibration", json=body, headers=api.h())
+    assert r.status_code == 200 and r.json()["calibration"] == profile.version, r.text
+    calibrated = api.client.post(url, files=probe, headers=api.h("operator")).json()
+    before = raw["faces"][0]["candidates"]
+    after = calibrated["faces"][0]["candidates"]
+    assert after[0]["external_id"] == "obama"
+    assert [c["score"] for c in after] != [c["score"] for c in before]
+    r = api.client.post(
+        "/api/v1/galleries/people/subjects/obama/verify", files=probe, headers=api.h("operator")
+    )
+    assert r.json()["threshold"] == pytest.approx(profile.global_threshold)
+    assert r.json()["threshold_source"].startswith("gallery: calibration profile utk60")
+    edited = body | {"top_k": 3}
+    r = api.client.put("/api/v1/galleries/people/calibration", json=edited, headers=api.h())
+    assert r.status_code == 400 and error_code(r) == "calibration_error"
+    r = api.client.delete("/api/v1/galleries/people/calibration", headers=api.h())
+    assert r.status_code == 200 and r.json()["calibration"] is None
+    again = api.client.post(url, files=probe, headers=api.h("operator")).json()
+    assert again["faces"][0]["candidates"] == before
