@@ -151,8 +151,7 @@ class FairScoreProfile:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = asdict(self) | {"version": self.version}
-        path.write_text(json.dumps(data, indent=1))
+        path.write_text(profile_json(self))
 
 
 def cohort_norms(vectors: Vectors, cohort: Vectors, top_k: int) -> TemplateNorms:
@@ -172,18 +171,10 @@ _SELF = 0.9999
 
 def load_profile(path: Path) -> FairScoreProfile:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        text = path.read_text()
+    except OSError as exc:
         raise CalibrationError(f"cannot read calibration profile {path}: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CalibrationError(f"{path} is not a Yingyan fair-score profile ({FORMAT})")
-    version = data.pop("version", None)
-    if data.get("method", "clusters") not in METHODS:
-        raise CalibrationError(f"{path}: unknown method {data.get('method')!r}")
-    profile = FairScoreProfile(**data)
-    if version != profile.version:
-        raise CalibrationError(f"{path}: content does not match its version {version}")
-    return profile
+    return parse_profile(text, where=str(path))
 
 
 def spherical_kmeans(
