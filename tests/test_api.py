@@ -434,12 +434,13 @@ def test_bad_input_is_a_clear_4xx_never_a_500(api: Api, stills: Path) -> None:
     assert r.status_code == 404
     r = api.client.post("/api/v1/galleries", json={"name": "x"}, headers=api.h())
     assert r.status_code == 422 and error_code(r) == "validation_error"
+    make_gallery(api, "twice")
     r = api.client.post(
         "/api/v1/galleries",
-        json={"name": "people", "purpose": "p", "legal_basis": "b"},
+        json={"name": "twice", "purpose": "p", "legal_basis": "b"},
         headers=api.h(),
     )
-    assert r.status_code == 409
+    assert r.status_code == 409 and error_code(r) == "conflict"
 
 
 def test_metrics_and_readiness(api: Api) -> None:

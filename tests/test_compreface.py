@@ -169,4 +169,3 @@ def test_compreface_errors_use_its_body_shape(server: Server, stills: Path) -> N
         headers={"x-api-key": "wrong"},
     )
     assert r.status_code == 401 and set(r.json()) == {"message", "code"}
-

@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from yingyan.cli.options import (
+    DEFAULT_DETECTOR,
     DetectorOpt,
     FlipOpt,
     JsonOpt,
@@ -225,7 +226,7 @@ def register(app: typer.Typer) -> None:
             str, typer.Option(help="single (refuse several), largest, central")
         ] = "single",
         report: Annotated[Path | None, typer.Option(help="per-image report CSV")] = None,
-        detector: DetectorOpt = "hog",
+        detector: DetectorOpt = DEFAULT_DETECTOR,
         upsample: UpsampleOpt = None,
         yunet_model: YunetOpt = None,
         data: DataDirOpt = None,
@@ -258,7 +259,7 @@ def register(app: typer.Typer) -> None:
         k: Annotated[int, typer.Option("--k", help="candidates per probe")] = 5,
         mode: Annotated[str, typer.Option(help="investigation or threshold")] = "investigation",
         threshold: Annotated[float | None, typer.Option(help="threshold mode: score")] = None,
-        detector: DetectorOpt = "hog",
+        detector: DetectorOpt = DEFAULT_DETECTOR,
         upsample: UpsampleOpt = None,
         yunet_model: YunetOpt = None,
         flip: FlipOpt = True,

@@ -72,7 +72,7 @@ def _face_dict(f: Face) -> dict[str, object]:
 @handles_errors
 def detect(
     image: ImageArg,
-    detector: DetectorOpt = "hog",
+    detector: DetectorOpt = DEFAULT_DETECTOR,
     upsample: UpsampleOpt = None,
     yunet_model: YunetOpt = None,
     as_json: JsonOpt = False,
@@ -122,7 +122,7 @@ def verify(
     threshold_score: Annotated[
         float | None, typer.Option("--threshold-score", help="explicit score threshold")
     ] = None,
-    detector: DetectorOpt = "hog",
+    detector: DetectorOpt = DEFAULT_DETECTOR,
     upsample: UpsampleOpt = None,
     yunet_model: YunetOpt = None,
     flip: FlipOpt = True,
@@ -167,7 +167,7 @@ def embed(
     paths: Annotated[list[Path], typer.Argument(help="image files or folders (recursive)")],
     out_file: Annotated[Path, typer.Option("--out", help="output .npz file")],
     threads: Annotated[int, typer.Option(help="worker processes, one thread each")] = 1,
-    detector: DetectorOpt = "hog",
+    detector: DetectorOpt = DEFAULT_DETECTOR,
     upsample: UpsampleOpt = None,
     yunet_model: YunetOpt = None,
     flip: FlipOpt = True,
@@ -345,7 +345,7 @@ def models_convert(
 @models_app.command("info")
 @handles_errors
 def models_info(
-    detector: DetectorOpt = "hog",
+    detector: DetectorOpt = DEFAULT_DETECTOR,
     yunet_model: YunetOpt = None,
     backend: BackendOpt = "onnx",
 ) -> None:
