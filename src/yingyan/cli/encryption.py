@@ -110,7 +110,15 @@ def rotate(
         report = rotate_templates(
             db, cipher, batch_size=batch_size, progress=lambda n: bar.advance(task, n)
         )
-    files, dropped = reseal_index_files(folder / "index", cipher)
+        files, dropped = reseal_index_files(folder / "index", cipher)
+        _audit(
+            db,
+            "encryption.rotate",
+            active_key=report.active_key,
+            rewritten=report.rewritten,
+            scanned=report.scanned,
+            index_files=files,
+        )
     typer.echo(
         f"{report.rewritten} of {report.scanned} template(s) re-encrypted under "
         f"{report.active_key}; {files} index file(s) re-encrypted"
@@ -133,6 +141,7 @@ def retire(
     path = _key_file(resolve_source(key_file, folder), "retire")
     with _open_db(folder, url) as db:
         retire_key(db, path, key_id)
+        _audit(db, "encryption.retire", key_id=key_id)
     typer.echo(f"retired key {key_id!r} from {path}")
 
 
@@ -166,6 +175,15 @@ def status(key_file: KeyFileOpt = None, data: DataDirOpt = None, url: DbUrlOpt =
         "(plaintext)", str(usage.plaintext), "rotate to encrypt" if usage.plaintext else ""
     )
     out.print(table)
+
+
+def _audit(db: Database, operation: str, **details: object) -> None:
+    """Key management is an administrative change: audited, never with key material."""
+    from yingyan.audit.log import AuditRecord, append
+    from yingyan.cli.audit import cli_actor
+
+    with db.session() as s:
+        append(s, AuditRecord(cli_actor(), operation, details=details))
 
 
 def register(app: typer.Typer) -> None:

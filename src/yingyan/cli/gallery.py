@@ -89,6 +89,16 @@ def open_service(
             service.close()
 
 
+def audit(service: GalleryService, operation: str, **fields: Any) -> None:
+    """Append the audit entry of a command run by hand (actor `cli:<user>`)."""
+    from yingyan.audit.log import AuditRecord, append
+    from yingyan.cli.audit import cli_actor
+
+    named = {k: fields.pop(k) for k in ("gallery", "purpose", "case_reference") if k in fields}
+    with service.db.session() as s:
+        append(s, AuditRecord(cli_actor(), operation, details=fields, **named))
+
+
 @gallery_app.command("create")
 @handles_errors
 def create(
@@ -108,17 +118,29 @@ def create(
     from yingyan.store import create_gallery
 
     model = OnnxDlibResNet().model_id
-    with open_service(data, url, key_file=key_file) as service, service.db.session() as s:
-        create_gallery(
-            s,
-            name=name,
-            kind=cast(Any, kind),
+    with open_service(data, url, key_file=key_file) as service:
+        with service.db.session() as s:
+            create_gallery(
+                s,
+                name=name,
+                kind=cast(Any, kind),
+                purpose=purpose,
+                legal_basis=legal_basis,
+                model=model,
+                threshold=threshold,
+                min_quality=min_quality,
+                keep_images=keep_images,
+            )
+        audit(
+            service,
+            "gallery.create",
+            gallery=name,
             purpose=purpose,
+            kind=kind,
             legal_basis=legal_basis,
-            model=model,
             threshold=threshold,
             min_quality=min_quality,
-            keep_images=keep_images,
+            image_retention=keep_images,
         )
     typer.echo(f"created gallery {name!r} ({kind}, model {model})")
 
@@ -178,6 +200,7 @@ def delete(
         raise ConfigError("deleting a gallery erases all its subjects and templates: add --yes")
     with open_service(data, url, key_file=key_file) as service:
         service.delete(name)
+        audit(service, "gallery.delete", gallery=name)
     typer.echo(f"deleted gallery {name!r}")
 
 
@@ -195,18 +218,14 @@ def calibrate(
 ) -> None:
     """Make a gallery's verify and identify normalise scores with a calibration profile (its
     threshold is then on the normalised scale: the profile's unless the gallery sets one)."""
-    from yingyan.audit.log import AuditRecord, append
     from yingyan.calibration import load_profile
-    from yingyan.cli.audit import cli_actor
 
     if (profile is None) == (not none):
         raise ConfigError("give --profile PATH or --none")
     loaded = load_profile(profile) if profile is not None else None
     with open_service(data, url, key_file=key_file) as service:
         service.set_calibration(name, loaded)
-        with service.db.session() as s:
-            details = {"profile": loaded.version if loaded else None}
-            append(s, AuditRecord(cli_actor(), "gallery.calibrate", gallery=name, details=details))
+        audit(service, "gallery.calibrate", gallery=name, profile=loaded and loaded.version)
     typer.echo(
         f"gallery {name!r}: "
         + (f"calibrated with {loaded.name} v{loaded.version}" if loaded else "raw scores")
@@ -235,7 +254,7 @@ def register(app: typer.Typer) -> None:
         key_file: KeyFileOpt = None,
     ) -> None:
         """Bulk enrollment from a manifest: parallel, resumable, with a per-image report."""
-        from yingyan.enrollment import enroll_manifest
+        from yingyan.enrollment import enroll_manifest, file_sha256
 
         if face not in ("single", "largest", "central"):
             raise ConfigError("--face must be single, largest or central")
@@ -243,6 +262,15 @@ def register(app: typer.Typer) -> None:
         with open_service(data, url, index, key_file) as service:
             result = enroll_manifest(
                 service, gallery, manifest, config, workers=threads, policy=cast(Any, face)
+            )
+            audit(
+                service,
+                "face.enroll.bulk",
+                gallery=gallery,
+                manifest_sha256=file_sha256(manifest),
+                enrolled=result.count("enrolled"),
+                already=result.count("already"),
+                refused=result.count("refused"),
             )
         if report is not None:
             result.write_csv(report)
@@ -267,9 +295,16 @@ def register(app: typer.Typer) -> None:
         url: DbUrlOpt = None,
         index: IndexOpt = "flat",
         key_file: KeyFileOpt = None,
+        purpose: Annotated[
+            str | None, typer.Option(help="why this search is made (watchlists: required)")
+        ] = None,
+        case_reference: Annotated[
+            str | None, typer.Option(help="case or file reference (watchlists: required)")
+        ] = None,
         as_json: JsonOpt = False,
     ) -> None:
-        """Candidates for the largest face of each image: leads for human review."""
+        """Candidates for the largest face of each image: leads for human review. Every
+        search is audited; a watchlist search must give its purpose and case reference."""
         from yingyan.cli.main import _main_face
         from yingyan.engine import Engine
 
@@ -283,7 +318,24 @@ def register(app: typer.Typer) -> None:
                 raise NoFaceError(f"{img}: no face")
             probes.append(face.template)
         with open_service(data, url, index, key_file) as service:
+            with service.db.session() as s:
+                kind = service.gallery(s, gallery).kind
+            if kind == "watchlist" and not (purpose and case_reference):
+                raise ConfigError("a watchlist search needs --purpose and --case-reference")
             results = service.identify(gallery, probes, k=k, mode=mode, threshold=threshold)  # type: ignore[arg-type]
+            audit(
+                service,
+                "identify",
+                gallery=gallery,
+                purpose=purpose,
+                case_reference=case_reference,
+                mode=mode,
+                k=k,
+                candidates=[
+                    [[c.external_id, c.template_id, round(c.score, 4)] for c in cs]
+                    for cs in results
+                ],
+            )
         payload = [
             {
                 "image": str(img),
@@ -328,6 +380,7 @@ def register(app: typer.Typer) -> None:
         (possible duplicate registrations), found through the index."""
         with open_service(data, url, index, key_file) as service:
             pairs = service.duplicates(gallery, threshold, k=k)
+            audit(service, "dedup", gallery=gallery, threshold=threshold, pairs=len(pairs))
         rows = [
             {"a": p.external_id_a, "b": p.external_id_b, "score": round(p.score, 4)} for p in pairs
         ]
