@@ -11,7 +11,7 @@ from rich.console import Console
 
 from yingyan.cli.options import handles_errors
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # commands stay copy-pastable
 
 
 def _announce(settings: Any, key_file: Path | None) -> None:
