@@ -44,7 +44,6 @@ from yingyan.store import (
     Database,
     GalleryRow,
     add_template,
-    count_templates,
     delete_gallery,
     delete_subject,
     delete_template,
@@ -53,6 +52,7 @@ from yingyan.store import (
     get_or_create_subject,
     get_subject,
     get_template,
+    has_templates,
     iter_template_batches,
     list_galleries,
     list_templates,
@@ -363,7 +363,7 @@ class GalleryService:
 
     def has_templates(self, gallery: str) -> bool:
         with self.db.session() as s:
-            return count_templates(s, gallery_id=get_gallery(s, name=gallery).id) > 0
+            return has_templates(s, gallery_id=get_gallery(s, name=gallery).id)
 
     def rename_subject(self, gallery: str, old: str, new: str) -> None:
         """Change a subject's external id; ConflictError if `new` is taken. Templates are bound

@@ -392,6 +392,12 @@ def count_templates(session: Session, *, gallery_id: int) -> int:
     return session.scalar(query) or 0
 
 
+def has_templates(session: Session, *, gallery_id: int) -> bool:
+    """Whether the gallery holds any template: an EXISTS, not a count over every row."""
+    query = select(exists().where(TemplateRow.gallery_id == gallery_id))
+    return bool(session.scalar(query))
+
+
 def count_all_templates(session: Session) -> int:
     """Templates of every gallery (what a key rotation scans)."""
     return session.scalar(select(func.count()).select_from(TemplateRow)) or 0

@@ -25,7 +25,7 @@ from yingyan.audit.log import AuditRecord
 from yingyan.comparison import compare
 from yingyan.comparison.thresholds import Threshold, custom_threshold, default_threshold
 from yingyan.gallery.service import GalleryService, SubjectCandidate
-from yingyan.store import GalleryRow, count_templates, get_gallery
+from yingyan.store import GalleryRow, get_gallery, has_templates
 from yingyan.types import Template
 
 router = APIRouter(prefix="/api/v1", tags=["biometrics"], responses=ERROR_RESPONSES)
@@ -195,11 +195,11 @@ async def identify(
     """1:N: candidates for a human reviewer, never an identification by themselves. Searches
     of a watchlist must say why (purpose) and for which case (case_reference)."""
 
-    def gallery_row(galleries: GalleryService) -> tuple[GalleryRow, int, tuple[float, str] | None]:
+    def gallery_row(galleries: GalleryService) -> tuple[GalleryRow, bool, tuple[float, str] | None]:
         with galleries.db.session() as session:
             row = get_gallery(session, name=gallery)
             session.expunge(row)
-            enrolled = count_templates(session, gallery_id=row.id)
+            enrolled = has_templates(session, gallery_id=row.id)
         return row, enrolled, galleries.decision_threshold(gallery)
 
     row, enrolled, gallery_threshold = await state.gallery_call(gallery_row)
