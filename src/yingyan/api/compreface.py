@@ -26,7 +26,6 @@ from yingyan.api.errors import ApiError
 from yingyan.api.images import image_body, read_images
 from yingyan.api.security import current_key, require, require_collection
 from yingyan.api.state import AppState, get_state
-from yingyan.audit.log import AuditRecord
 from yingyan.gallery.service import EnrollItem, GalleryService, SubjectCandidate
 from yingyan.store import (
     NotFoundError,
@@ -153,13 +152,11 @@ async def add_face(
         return galleries.enroll(gallery, [item])[0][0]
 
     template_id = await state.gallery_call(enroll)
-    await state.audit(
-        AuditRecord(
-            key.label,
-            "face.enroll",
-            gallery=gallery,
-            details={"subject": subject, "template_id": template_id, "api": "compreface"},
-        )
+    await state.record(
+        key,
+        "face.enroll",
+        gallery=gallery,
+        details={"subject": subject, "template_id": template_id, "api": "compreface"},
     )
     return {"image_id": str(template_id), "subject": subject}
 
@@ -178,9 +175,7 @@ async def list_faces(
             gallery, external_id=subject or None, offset=page * size, limit=size
         )
     )
-    await state.audit(
-        AuditRecord(key.label, "subject.list", gallery=gallery, details={"count": len(rows)})
-    )
+    await state.record(key, "subject.list", gallery=gallery, details={"count": len(rows)})
     return {
         "faces": [{"image_id": str(tid), "subject": name} for tid, name in rows],
         "page_number": page,
@@ -212,13 +207,11 @@ async def delete_faces_of_subject(
     if subject:
         await state.gallery_call(lambda g: _subject_exists(g, gallery, subject))
     deleted = await state.gallery_call(erase)
-    await state.audit(
-        AuditRecord(
-            key.label,
-            "face.erase",
-            gallery=gallery,
-            details={"subject": subject, "templates_erased": deleted, "api": "compreface"},
-        )
+    await state.record(
+        key,
+        "face.erase",
+        gallery=gallery,
+        details={"subject": subject, "templates_erased": deleted, "api": "compreface"},
     )
     return {"deleted": deleted}
 
@@ -256,13 +249,11 @@ async def delete_face(
 ) -> dict[str, str]:
     tid = _image_id(image_id)
     subject = await state.gallery_call(lambda g: g.erase_template(gallery, tid))
-    await state.audit(
-        AuditRecord(
-            key.label,
-            "face.erase",
-            gallery=gallery,
-            details={"subject": subject, "template_id": tid, "api": "compreface"},
-        )
+    await state.record(
+        key,
+        "face.erase",
+        gallery=gallery,
+        details={"subject": subject, "template_id": tid, "api": "compreface"},
     )
     return {"image_id": image_id, "subject": subject}
 
@@ -287,13 +278,11 @@ async def delete_faces(
         return out
 
     deleted = await state.gallery_call(erase)
-    await state.audit(
-        AuditRecord(
-            key.label,
-            "face.erase",
-            gallery=gallery,
-            details={"template_ids": [d["image_id"] for d in deleted], "api": "compreface"},
-        )
+    await state.record(
+        key,
+        "face.erase",
+        gallery=gallery,
+        details={"template_ids": [d["image_id"] for d in deleted], "api": "compreface"},
     )
     return deleted
 
@@ -326,18 +315,16 @@ async def verify_with_face(
         entry = _face_json(f, face_plugins, started, status)
         entry["similarity"] = similarity(float(np.dot(f.template.vector, vector)))
         result.append(entry)
-    await state.audit(
-        AuditRecord(
-            key.label,
-            "verify.subject",
-            gallery=gallery,
-            details={
-                "subject": subject,
-                "template_id": tid,
-                "scores": [r["similarity"] for r in result],
-                "api": "compreface",
-            },
-        )
+    await state.record(
+        key,
+        "verify.subject",
+        gallery=gallery,
+        details={
+            "subject": subject,
+            "template_id": tid,
+            "scores": [r["similarity"] for r in result],
+            "api": "compreface",
+        },
     )
     return {"result": result}
 
@@ -389,21 +376,19 @@ async def recognize(
             {"subject": c.external_id, "similarity": similarity(c.score)} for c in candidates
         ]
         result.append(entry)
-    await state.audit(
-        AuditRecord(
-            key.label,
-            "identify",
-            gallery=gallery,
-            purpose=purpose,
-            case_reference=case_reference,
-            details={
-                "faces": len(faces),
-                "candidates": [
-                    [[c.external_id, c.template_id, round(c.score, 4)] for c in cs] for cs in found
-                ],
-                "api": "compreface",
-            },
-        )
+    await state.record(
+        key,
+        "identify",
+        gallery=gallery,
+        purpose=purpose,
+        case_reference=case_reference,
+        details={
+            "faces": len(faces),
+            "candidates": [
+                [[c.external_id, c.template_id, round(c.score, 4)] for c in cs] for cs in found
+            ],
+            "api": "compreface",
+        },
     )
     out: dict[str, Any] = {"result": result}
     if status:
@@ -431,9 +416,7 @@ async def add_subject(
             get_or_create_subject(session, gallery_id=g.id, external_id=name)
 
     await state.gallery_call(create)
-    await state.audit(
-        AuditRecord(key.label, "subject.create", gallery=gallery, details={"subject": name})
-    )
+    await state.record(key, "subject.create", gallery=gallery, details={"subject": name})
     return {"subject": name}
 
 
@@ -444,9 +427,7 @@ async def list_subject_names(
 ) -> dict[str, list[str]]:
 
     subjects = await state.gallery_call(lambda g: _subject_names(g, gallery))
-    await state.audit(
-        AuditRecord(key.label, "subject.list", gallery=gallery, details={"count": len(subjects)})
-    )
+    await state.record(key, "subject.list", gallery=gallery, details={"count": len(subjects)})
     return {"subjects": subjects}
 
 
@@ -462,10 +443,8 @@ async def rename_subject(
     if not new or len(new) > 255:
         raise ApiError("invalid_value", "subject must be 1 to 255 characters")
     await state.gallery_call(lambda g: g.rename_subject(gallery, subject, new))
-    await state.audit(
-        AuditRecord(
-            key.label, "subject.rename", gallery=gallery, details={"subject": subject, "to": new}
-        )
+    await state.record(
+        key, "subject.rename", gallery=gallery, details={"subject": subject, "to": new}
     )
     return {"updated": True}
 
@@ -478,13 +457,11 @@ async def delete_subject(
     gallery: Annotated[str, Depends(require_collection("subjects:write"))],
 ) -> dict[str, str]:
     removed = await state.gallery_call(lambda g: g.erase_subject(gallery, subject))
-    await state.audit(
-        AuditRecord(
-            key.label,
-            "subject.erase",
-            gallery=gallery,
-            details={"subject": subject, "templates_erased": removed, "api": "compreface"},
-        )
+    await state.record(
+        key,
+        "subject.erase",
+        gallery=gallery,
+        details={"subject": subject, "templates_erased": removed, "api": "compreface"},
     )
     return {"subject": subject}
 
@@ -501,10 +478,8 @@ async def delete_all_subjects(
         return len(names)
 
     deleted = await state.gallery_call(erase)
-    await state.audit(
-        AuditRecord(
-            key.label, "subject.erase", gallery=gallery, details={"subjects": deleted, "all": True}
-        )
+    await state.record(
+        key, "subject.erase", gallery=gallery, details={"subjects": deleted, "all": True}
     )
     return {"deleted": deleted}
 
@@ -545,12 +520,8 @@ async def verify(
     }
     if status:
         result["plugins_versions"] = _versions(state)
-    await state.audit(
-        AuditRecord(
-            key.label,
-            "verify",
-            details={"scores": [m["similarity"] for m in matches], "api": "compreface"},
-        )
+    await state.record(
+        key, "verify", details={"scores": [m["similarity"] for m in matches], "api": "compreface"}
     )
     return {"result": [result]}
 
@@ -570,9 +541,7 @@ async def detect(
     embed = "calculator" in face_plugins
     faces = _filtered(await state.inference.faces(data, embed=embed), det_prob_threshold, limit)
     state.metrics.faces.inc(len(faces))
-    await state.audit(
-        AuditRecord(key.label, "detect", details={"faces": len(faces), "api": "compreface"})
-    )
+    await state.record(key, "detect", details={"faces": len(faces), "api": "compreface"})
     out: dict[str, Any] = {"result": [_face_json(f, face_plugins, started, status) for f in faces]}
     if status:
         out["plugins_versions"] = _versions(state)

@@ -4,13 +4,14 @@ pool and the metrics. Built in the app's lifespan and reached through `request.a
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
+from yingyan.access.keys import ApiKey
 from yingyan.api.inference import InferencePool
 from yingyan.api.observability import Metrics
 from yingyan.audit.log import AuditRecord, append
@@ -52,6 +53,23 @@ class AppState:
 
         await run_in_threadpool(write)
         self.metrics.audit.labels(record.outcome).inc()
+
+    async def record(
+        self,
+        key: ApiKey,
+        operation: str,
+        *,
+        gallery: str | None = None,
+        purpose: str | None = None,
+        case_reference: str | None = None,
+        outcome: str = "ok",
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """`audit` of an operation made with `key`."""
+        record = AuditRecord(
+            key.label, operation, outcome, gallery, purpose, case_reference, details or {}
+        )
+        await self.audit(record)
 
 
 def get_state(request: Request) -> AppState:

@@ -11,7 +11,7 @@ from yingyan.access.keys import ApiKey
 from yingyan.api.schemas import ERROR_RESPONSES, AuditEntryOut, AuditPage, AuditVerifyOut
 from yingyan.api.security import require
 from yingyan.api.state import AppState, get_state
-from yingyan.audit.log import AuditRecord, entries, verify
+from yingyan.audit.log import entries, verify
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"], responses=ERROR_RESPONSES)
 State = Annotated[AppState, Depends(get_state)]
@@ -44,9 +44,7 @@ async def list_(
             ]
 
     items = await run_in_threadpool(read)
-    await state.audit(
-        AuditRecord(key.label, "audit.read", details={"after": after, "count": len(items)})
-    )
+    await state.record(key, "audit.read", details={"after": after, "count": len(items)})
     return AuditPage(items=items, next_after=items[-1].seq if len(items) == limit else None)
 
 
@@ -64,5 +62,5 @@ async def verify_chain(
         )
 
     out = await run_in_threadpool(check)
-    await state.audit(AuditRecord(key.label, "audit.verify", details={"ok": out.ok}))
+    await state.record(key, "audit.verify", details={"ok": out.ok})
     return out

@@ -21,7 +21,6 @@ from yingyan.api.schemas import (
 )
 from yingyan.api.security import require, require_gallery
 from yingyan.api.state import AppState, get_state
-from yingyan.audit.log import AuditRecord
 from yingyan.comparison import compare
 from yingyan.comparison.thresholds import Threshold, custom_threshold, default_threshold
 from yingyan.gallery.service import GalleryService, SubjectCandidate
@@ -48,7 +47,7 @@ async def detect(
     data = (await read_images(request, "image"))["image"]
     faces = await state.inference.faces(data, embed=False)
     state.metrics.faces.inc(len(faces))
-    await state.audit(AuditRecord(key.label, "detect", details={"faces": len(faces)}))
+    await state.record(key, "detect", details={"faces": len(faces)})
     info = state.inference.info
     return DetectOut(
         faces=[FaceOut.of(f) for f in faces], detector=info.description["detector"] if info else ""
@@ -96,14 +95,12 @@ async def verify(
         probe_face=FaceOut.of(probe),
         reference_face=FaceOut.of(reference),
     )
-    await state.audit(
-        AuditRecord(
-            key.label,
-            "verify",
-            purpose=purpose,
-            case_reference=case_reference,
-            details={"score": out.score, "threshold": t.score, "match": out.match},
-        )
+    await state.record(
+        key,
+        "verify",
+        purpose=purpose,
+        case_reference=case_reference,
+        details={"score": out.score, "threshold": t.score, "match": out.match},
     )
     return out
 
@@ -150,21 +147,19 @@ async def verify_subject(
         probe_face=FaceOut.of(probe),
         reference_subject=subject,
     )
-    await state.audit(
-        AuditRecord(
-            key.label,
-            "verify.subject",
-            gallery=gallery,
-            purpose=purpose,
-            case_reference=case_reference,
-            details={
-                "subject": subject,
-                "template_id": template_id,
-                "score": out.score,
-                "threshold": t.score,
-                "match": out.match,
-            },
-        )
+    await state.record(
+        key,
+        "verify.subject",
+        gallery=gallery,
+        purpose=purpose,
+        case_reference=case_reference,
+        details={
+            "subject": subject,
+            "template_id": template_id,
+            "score": out.score,
+            "threshold": t.score,
+            "match": out.match,
+        },
     )
     return out
 
@@ -204,14 +199,12 @@ async def identify(
 
     row, enrolled, gallery_threshold = await state.gallery_call(gallery_row)
     if row.kind == "watchlist" and not (purpose and case_reference):
-        await state.audit(
-            AuditRecord(
-                key.label,
-                "identify",
-                outcome="refused",
-                gallery=gallery,
-                details={"reason": "purpose_required"},
-            )
+        await state.record(
+            key,
+            "identify",
+            outcome="refused",
+            gallery=gallery,
+            details={"reason": "purpose_required"},
         )
         raise ApiError(
             "purpose_required",
@@ -248,23 +241,21 @@ async def identify(
             for f, cands in zip(found, results, strict=True)
         ],
     )
-    await state.audit(
-        AuditRecord(
-            key.label,
-            "identify",
-            gallery=gallery,
-            purpose=purpose,
-            case_reference=case_reference,
-            details={
-                "mode": mode,
-                "k": k,
-                "threshold": t.score if t else None,
-                "faces": len(found),
-                "candidates": [
-                    [[c.external_id, c.template_id, round(c.score, 4)] for c in cands]
-                    for cands in results
-                ],
-            },
-        )
+    await state.record(
+        key,
+        "identify",
+        gallery=gallery,
+        purpose=purpose,
+        case_reference=case_reference,
+        details={
+            "mode": mode,
+            "k": k,
+            "threshold": t.score if t else None,
+            "faces": len(found),
+            "candidates": [
+                [[c.external_id, c.template_id, round(c.score, 4)] for c in cands]
+                for cands in results
+            ],
+        },
     )
     return out

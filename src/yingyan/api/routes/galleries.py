@@ -12,7 +12,6 @@ from yingyan.access.keys import ApiKey
 from yingyan.api.schemas import ERROR_RESPONSES, GalleryIn, GalleryOut
 from yingyan.api.security import require, require_gallery
 from yingyan.api.state import AppState, get_state
-from yingyan.audit.log import AuditRecord
 from yingyan.calibration.fair_score import FairScoreProfile, parse_profile
 from yingyan.gallery.service import GalleryService
 from yingyan.store import GalleryRow, count_subjects, create_gallery, get_gallery, list_galleries
@@ -56,10 +55,8 @@ async def create(
     out = await state.gallery_call(work)
     details = body.model_dump(mode="json", exclude={"name", "purpose", "keep_images"})
     details["image_retention"] = body.keep_images
-    await state.audit(
-        AuditRecord(
-            key.label, "gallery.create", gallery=body.name, purpose=body.purpose, details=details
-        )
+    await state.record(
+        key, "gallery.create", gallery=body.name, purpose=body.purpose, details=details
     )
     return out
 
@@ -99,7 +96,7 @@ async def delete(
 ) -> None:
     """Delete a gallery with every subject and template, from the database and the index."""
     await state.gallery_call(lambda galleries: galleries.delete(gallery))
-    await state.audit(AuditRecord(key.label, "gallery.delete", gallery=gallery))
+    await state.record(key, "gallery.delete", gallery=gallery)
 
 
 @router.put("/{gallery}/calibration", response_model=GalleryOut)
@@ -137,5 +134,5 @@ async def _set_calibration(
     details: dict[str, Any] = {"profile": profile.version if profile else None}
     if profile is not None:
         details |= {"method": profile.method, "name": profile.name}
-    await state.audit(AuditRecord(key.label, "gallery.calibrate", gallery=gallery, details=details))
+    await state.record(key, "gallery.calibrate", gallery=gallery, details=details)
     return out

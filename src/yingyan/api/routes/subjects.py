@@ -23,7 +23,6 @@ from yingyan.api.schemas import (
 )
 from yingyan.api.security import require_gallery
 from yingyan.api.state import AppState, get_state
-from yingyan.audit.log import AuditRecord
 from yingyan.gallery.service import EnrollItem, GalleryService
 from yingyan.store import (
     ConflictError,
@@ -97,9 +96,7 @@ async def create(
     out = await state.gallery_call(work)
     details = {"subject": body.external_id, "consent": body.consent is not None}
     purpose = body.consent.purpose if body.consent else None
-    await state.audit(
-        AuditRecord(key.label, "subject.create", gallery=gallery, purpose=purpose, details=details)
-    )
+    await state.record(key, "subject.create", gallery=gallery, purpose=purpose, details=details)
     return out
 
 
@@ -127,9 +124,7 @@ async def list_(
             )
 
     page = await state.gallery_call(work)
-    await state.audit(
-        AuditRecord(key.label, "subject.list", gallery=gallery, details={"count": len(page.items)})
-    )
+    await state.record(key, "subject.list", gallery=gallery, details={"count": len(page.items)})
     return page
 
 
@@ -147,9 +142,7 @@ async def get(
             return subject_out(session, galleries, gallery, row)
 
     out = await state.gallery_call(work)
-    await state.audit(
-        AuditRecord(key.label, "subject.read", gallery=gallery, details={"subject": subject})
-    )
+    await state.record(key, "subject.read", gallery=gallery, details={"subject": subject})
     return out
 
 
@@ -162,13 +155,11 @@ async def erase(
 ) -> ErasureOut:
     """Erase a subject: its templates leave the database and the index (really erased)."""
     removed = await state.gallery_call(lambda g: g.erase_subject(gallery, subject))
-    await state.audit(
-        AuditRecord(
-            key.label,
-            "subject.erase",
-            gallery=gallery,
-            details={"subject": subject, "templates_erased": removed},
-        )
+    await state.record(
+        key,
+        "subject.erase",
+        gallery=gallery,
+        details={"subject": subject, "templates_erased": removed},
     )
     return ErasureOut(external_id=subject, templates_erased=removed)
 
@@ -216,18 +207,16 @@ async def enroll(
         image=data if keep_images else None,
     )
     ((template_id, created),) = await state.gallery_call(lambda g: g.enroll(gallery, [item]))
-    await state.audit(
-        AuditRecord(
-            key.label,
-            "face.enroll",
-            gallery=gallery,
-            details={
-                "subject": subject,
-                "template_id": template_id,
-                "created": created,
-                "quality": round(face.quality.score, 4),
-            },
-        )
+    await state.record(
+        key,
+        "face.enroll",
+        gallery=gallery,
+        details={
+            "subject": subject,
+            "template_id": template_id,
+            "created": created,
+            "quality": round(face.quality.score, 4),
+        },
     )
     return EnrollOut(
         external_id=subject, template_id=template_id, created=created, face=FaceOut.of(face)
@@ -243,12 +232,7 @@ async def erase_face(
 ) -> ErasureOut:
     """Erase one enrolled face (template) from the database and the index."""
     subject = await state.gallery_call(lambda g: g.erase_template(gallery, template_id))
-    await state.audit(
-        AuditRecord(
-            key.label,
-            "face.erase",
-            gallery=gallery,
-            details={"subject": subject, "template_id": template_id},
-        )
+    await state.record(
+        key, "face.erase", gallery=gallery, details={"subject": subject, "template_id": template_id}
     )
     return ErasureOut(external_id=subject, templates_erased=1)
