@@ -12,7 +12,6 @@ watchlist collection need `purpose` and `case_reference` query parameters, as on
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from typing import Annotated, Any
@@ -24,9 +23,10 @@ from pydantic import BaseModel, ConfigDict
 from yingyan.access.keys import ApiKey
 from yingyan.api.errors import ApiError
 from yingyan.api.images import image_body, read_images
+from yingyan.api.routes.subjects import enrol_face
 from yingyan.api.security import current_key, require, require_collection
 from yingyan.api.state import AppState, get_state
-from yingyan.gallery.service import EnrollItem, GalleryService, SubjectCandidate
+from yingyan.gallery.service import GalleryService, SubjectCandidate
 from yingyan.store import (
     NotFoundError,
     get_gallery,
@@ -135,29 +135,7 @@ async def add_face(
     face = (await state.inference.faces(data, policy="largest"))[0]
     if det_prob_threshold is not None and probability(face) < det_prob_threshold:
         raise ApiError("no_face", "no face above det_prob_threshold")
-    assert face.template is not None
-
-    def enroll(galleries: GalleryService) -> int:
-        with galleries.db.session() as session:
-            g = get_gallery(session, name=gallery)
-            keep = g.keep_images
-        item = EnrollItem(
-            external_id=subject,
-            template=face.template,  # type: ignore[arg-type]  # asserted above
-            quality=face.quality.score,
-            source_sha256=hashlib.sha256(data).hexdigest(),
-            box=face.detection.box,
-            image=data if keep else None,
-        )
-        return galleries.enroll(gallery, [item])[0][0]
-
-    template_id = await state.gallery_call(enroll)
-    await state.record(
-        key,
-        "face.enroll",
-        gallery=gallery,
-        details={"subject": subject, "template_id": template_id, "api": "compreface"},
-    )
+    template_id, _ = await enrol_face(state, key, gallery, subject, data, face, via="compreface")
     return {"image_id": str(template_id), "subject": subject}
 
 

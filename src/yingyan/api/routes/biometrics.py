@@ -3,7 +3,8 @@ request: nothing of them is stored, and the audit entry holds ids and scores onl
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import asyncio
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
@@ -25,7 +26,7 @@ from yingyan.comparison import compare
 from yingyan.comparison.thresholds import Threshold, custom_threshold, default_threshold
 from yingyan.gallery.service import GalleryService, SubjectCandidate
 from yingyan.store import GalleryRow, get_gallery, has_templates
-from yingyan.types import Template
+from yingyan.types import Face, Template
 
 router = APIRouter(prefix="/api/v1", tags=["biometrics"], responses=ERROR_RESPONSES)
 State = Annotated[AppState, Depends(get_state)]
@@ -64,6 +65,18 @@ def _threshold(model: str, gallery: tuple[float, str] | None, given: float | Non
     return default_threshold(model.split("@")[0])
 
 
+def _verdict(score: float, t: Threshold, model: str, probe: Face, **reference: Any) -> VerifyOut:
+    return VerifyOut(
+        score=round(score, 6),
+        threshold=t.score,
+        threshold_source=f"{t.name}: {t.source}",
+        match=score >= t.score,
+        model=model,
+        probe_face=FaceOut.of(probe),
+        **reference,
+    )
+
+
 @router.post(
     "/verify",
     response_model=VerifyOut,
@@ -80,21 +93,16 @@ async def verify(
     """1:1: is the face in `probe` the same person as the face in `reference`? Each image
     must hold exactly one face."""
     images = await read_images(request, "probe", "reference")
-    probe = (await state.inference.faces(images["probe"], policy="single"))[0]
-    reference = (await state.inference.faces(images["reference"], policy="single"))[0]
+    # Both images at once: with two or more workers they are analysed in parallel.
+    (probe,), (reference,) = await asyncio.gather(
+        state.inference.faces(images["probe"], policy="single"),
+        state.inference.faces(images["reference"], policy="single"),
+    )
     assert probe.template is not None and reference.template is not None
     model = str(probe.template.model)
     t = _threshold(model, None, threshold)
     score = compare(probe.template, reference.template).score
-    out = VerifyOut(
-        score=round(score, 6),
-        threshold=t.score,
-        threshold_source=f"{t.name}: {t.source}",
-        match=score >= t.score,
-        model=model,
-        probe_face=FaceOut.of(probe),
-        reference_face=FaceOut.of(reference),
-    )
+    out = _verdict(score, t, model, probe, reference_face=FaceOut.of(reference))
     await state.record(
         key,
         "verify",
@@ -123,30 +131,20 @@ async def verify_subject(
 ) -> VerifyOut:
     """1:1 against an enrolled subject: the best score over the subject's templates."""
     data = (await read_images(request, "probe"))["probe"]
-
-    def model_and_threshold(galleries: GalleryService) -> tuple[str, tuple[float, str] | None]:
-        with galleries.db.session() as session:
-            model = get_gallery(session, name=gallery).model
-        return model, galleries.decision_threshold(gallery)
-
-    model, gallery_threshold = await state.gallery_call(model_and_threshold)
     probe = (await state.inference.faces(data, policy="single"))[0]
     assert probe.template is not None
     template = probe.template
-    best = await state.gallery_call(lambda g: g.verify_subject(gallery, subject, template))
+
+    def best_match(galleries: GalleryService) -> tuple[tuple[int, float] | None, Threshold]:
+        best = galleries.verify_subject(gallery, subject, template)
+        model = str(template.model)  # the service refuses a probe of another model
+        return best, _threshold(model, galleries.decision_threshold(gallery), threshold)
+
+    best, t = await state.gallery_call(best_match)
     if best is None:
         raise ApiError("no_templates", f"subject {subject!r} has no enrolled face")
     template_id, score = best
-    t = _threshold(model, gallery_threshold, threshold)
-    out = VerifyOut(
-        score=round(score, 6),
-        threshold=t.score,
-        threshold_source=f"{t.name}: {t.source}",
-        match=score >= t.score,
-        model=model,
-        probe_face=FaceOut.of(probe),
-        reference_subject=subject,
-    )
+    out = _verdict(score, t, str(template.model), probe, reference_subject=subject)
     await state.record(
         key,
         "verify.subject",

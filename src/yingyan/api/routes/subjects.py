@@ -35,6 +35,7 @@ from yingyan.store import (
     list_consents,
     list_subjects,
 )
+from yingyan.types import Face
 
 router = APIRouter(
     prefix="/api/v1/galleries/{gallery}", tags=["subjects"], responses=ERROR_RESPONSES
@@ -184,43 +185,68 @@ async def enroll(
     so; a face below the gallery's minimum quality is refused."""
     data = (await read_images(request, "image"))["image"]
 
-    def check_subject(galleries: GalleryService) -> tuple[float, bool]:
-        with galleries.db.session() as session:
-            g = get_gallery(session, name=gallery)
-            get_subject(session, gallery_id=g.id, external_id=subject)
-            return g.min_quality, g.keep_images
-
-    min_quality, keep_images = await state.gallery_call(check_subject)
+    await state.gallery_call(lambda g: _check_subject(g, gallery, subject))
     face = (await state.inference.faces(data, policy=face_policy))[0]
-    assert face.template is not None
-    if face.quality.score < min_quality:
-        raise ApiError(
-            "low_quality",
-            f"face quality {face.quality.score:.2f} is below the gallery's minimum {min_quality}",
-        )
-    item = EnrollItem(
-        external_id=subject,
-        template=face.template,
-        quality=face.quality.score,
-        source_sha256=hashlib.sha256(data).hexdigest(),
-        box=face.detection.box,
-        image=data if keep_images else None,
-    )
-    ((template_id, created),) = await state.gallery_call(lambda g: g.enroll(gallery, [item]))
-    await state.record(
-        key,
-        "face.enroll",
-        gallery=gallery,
-        details={
-            "subject": subject,
-            "template_id": template_id,
-            "created": created,
-            "quality": round(face.quality.score, 4),
-        },
-    )
+    template_id, created = await enrol_face(state, key, gallery, subject, data, face)
     return EnrollOut(
         external_id=subject, template_id=template_id, created=created, face=FaceOut.of(face)
     )
+
+
+def _check_subject(galleries: GalleryService, gallery: str, subject: str) -> None:
+    with galleries.db.session() as session:
+        g = get_gallery(session, name=gallery)
+        get_subject(session, gallery_id=g.id, external_id=subject)
+
+
+async def enrol_face(
+    state: AppState,
+    key: ApiKey,
+    gallery: str,
+    subject: str,
+    data: bytes,
+    face: Face,
+    *,
+    via: str | None = None,
+) -> tuple[int, bool]:
+    """Store a face's template for a subject (created if new), audited: (template id, new).
+    A face below the gallery's minimum quality is refused. The image goes along and the store
+    keeps it only if the gallery keeps images."""
+    assert face.template is not None
+
+    def enroll(galleries: GalleryService) -> tuple[int, bool]:
+        with galleries.db.session() as session:
+            min_quality = get_gallery(session, name=gallery).min_quality
+        if face.quality.score < min_quality:
+            raise ApiError(
+                "low_quality",
+                f"face quality {face.quality.score:.2f} is below the gallery's minimum "
+                f"{min_quality}",
+            )
+        item = EnrollItem(
+            external_id=subject,
+            template=face.template,  # type: ignore[arg-type]  # asserted above
+            quality=face.quality.score,
+            source_sha256=hashlib.sha256(data).hexdigest(),
+            box=face.detection.box,
+            image=data,
+        )
+        ((template_id, created),) = galleries.enroll(gallery, [item])
+        return template_id, created
+
+    template_id, created = await state.gallery_call(enroll)
+    details = {
+        "subject": subject,
+        "template_id": template_id,
+        "created": created,
+        "quality": round(face.quality.score, 4),
+    }
+    await state.record(key, "face.enroll", gallery=gallery, details=details | _via(via))
+    return template_id, created
+
+
+def _via(api: str | None) -> dict[str, str]:
+    return {"api": api} if api else {}
 
 
 @router.delete("/faces/{template_id}", response_model=ErasureOut)
