@@ -792,3 +792,17 @@ def template_vectors(
         for row in session.scalars(query):
             out[int(row.id)] = template_vector(row, cipher)
     return out
+
+
+def template_counts(session: Session, *, subject_ids: Iterable[int]) -> dict[int, int]:
+    """subject id → number of templates, for a page of subjects in one grouped query."""
+    wanted = sorted({int(i) for i in subject_ids})
+    if not wanted:
+        return {}
+    query = (
+        select(TemplateRow.subject_id, func.count())
+        .where(TemplateRow.subject_id.in_(wanted))
+        .group_by(TemplateRow.subject_id)
+    )
+    found = {int(sid): int(n) for sid, n in session.execute(query)}
+    return {sid: found.get(sid, 0) for sid in wanted}
