@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -58,7 +59,7 @@ def run(
                 done = run_retention(
                     service, actor=cli_actor(), now=at, progress=lambda _: bar.advance(task)
                 )
-    rows = [_row(p) for p in done]
+    rows = [asdict(p) for p in done]
     if as_json:
         out.print_json(json.dumps({"dry_run": dry_run, "purged": rows}))
         return
@@ -67,10 +68,6 @@ def run(
     for p in done:
         extra = "" if dry_run else f", {p.templates} template(s)"
         out.print(f"  {p.gallery}/{p.external_id}: {p.reason}{extra}")
-
-
-def _row(p: object) -> dict[str, object]:
-    return {k: getattr(p, k) for k in ("gallery", "external_id", "reason", "templates")}
 
 
 def register(app: typer.Typer) -> None:
