@@ -16,7 +16,6 @@ from yingyan.access.keys import ApiKey, authenticate
 from yingyan.access.roles import Permission, allows
 from yingyan.api.errors import ApiError
 from yingyan.api.state import AppState, get_state
-from yingyan.audit.log import AuditRecord
 
 api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="an API key")
 bearer = HTTPBearer(auto_error=False, description="an API key as a bearer token")
@@ -45,16 +44,11 @@ async def current_key(
     return key
 
 
-async def deny(state: AppState, key: ApiKey, operation: str, gallery: str | None, why: str) -> None:
-    await state.audit(
-        AuditRecord(
-            actor=key.label,
-            operation=operation,
-            outcome="denied",
-            gallery=gallery,
-            details={"reason": why, "role": key.role},
-        )
-    )
+async def _deny(
+    state: AppState, key: ApiKey, operation: str, gallery: str | None, why: str
+) -> None:
+    details = {"reason": why, "role": key.role}
+    await state.record(key, operation, outcome="denied", gallery=gallery, details=details)
     raise ApiError("forbidden", why)
 
 
@@ -68,7 +62,7 @@ def require(permission: Permission) -> Callable[..., Awaitable[ApiKey]]:
     ) -> ApiKey:
         if not allows(key.role, permission):
             why = f"role {key.role!r} may not {permission}"
-            await deny(state, key, f"{request.method} {_route(request)}", None, why)
+            await _deny(state, key, f"{request.method} {_route(request)}", None, why)
         return key
 
     return dependency
@@ -85,7 +79,7 @@ def require_gallery(permission: Permission) -> Callable[..., Awaitable[ApiKey]]:
     ) -> ApiKey:
         if not key.can_access(gallery):
             why = f"this key is not allowed to use gallery {gallery!r}"
-            await deny(state, key, f"{request.method} {_route(request)}", gallery, why)
+            await _deny(state, key, f"{request.method} {_route(request)}", gallery, why)
         return key
 
     return dependency
