@@ -25,7 +25,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from yingyan.access.roles import Role, parse_role
-from yingyan.store.repository import ConflictError, InvalidValueError, NotFoundError, _insert
+from yingyan.store.repository import ConflictError, InvalidValueError, NotFoundError, try_insert
 from yingyan.store.tables import ApiKeyRow, utcnow
 
 TOKEN_TAG: Final = "yy"
@@ -182,7 +182,7 @@ def _issue(session: Session, row: ApiKeyRow) -> IssuedKey:
         prefix = secrets.token_hex(_PREFIX_HEX_BYTES)
         token = f"{TOKEN_TAG}_{prefix}_{secrets.token_urlsafe(_SECRET_BYTES)}"
         row.prefix, row.secret_sha256 = prefix, token_sha256(token)
-        if _insert(session, row):
+        if try_insert(session, row):
             return IssuedKey(_key(row), token)
     raise ConflictError("could not find an unused key prefix; try again")
 

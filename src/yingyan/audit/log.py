@@ -30,7 +30,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from yingyan.store.database import StoreError
-from yingyan.store.repository import InvalidValueError, _insert
+from yingyan.store.repository import InvalidValueError, try_insert
 from yingyan.store.tables import AuditEntryRow, AuditHeadRow, utcnow
 
 GENESIS_HASH: Final = "0" * 64
@@ -328,7 +328,7 @@ def _locked_head(session: Session) -> AuditHeadRow:
         )
     # Concurrent first appends: the loser's insert fails in its savepoint, then it waits on
     # (and reads) the winner's committed head.
-    _insert(session, AuditHeadRow(id=_HEAD_ID, seq=0, hash=GENESIS_HASH))
+    try_insert(session, AuditHeadRow(id=_HEAD_ID, seq=0, hash=GENESIS_HASH))
     head = _select_head(session)
     assert head is not None
     return head

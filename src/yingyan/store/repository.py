@@ -806,3 +806,10 @@ def template_counts(session: Session, *, subject_ids: Iterable[int]) -> dict[int
     )
     found = {int(sid): int(n) for sid, n in session.execute(query)}
     return {sid: found.get(sid, 0) for sid in wanted}
+
+
+# -- shared with other packages ------------------------------------------------------------------
+
+# `_insert` for the access keys (a prefix collision is retried) and the audit log (concurrent
+# first appends create the head once): False, with the transaction still usable, on a duplicate.
+try_insert = _insert
