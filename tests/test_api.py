@@ -101,18 +101,23 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
 @pytest.fixture(scope="module")
 def people(api: Api, stills: Path) -> str:
     """A gallery with Obama and Biden enrolled, for the tests that need one."""
-    make_gallery(api, "people")
+    return obama_and_biden(api, "people", stills)
+
+
+def obama_and_biden(api: Api, gallery: str, stills: Path) -> str:
+    """A new gallery with Obama and Biden enrolled from one photo each."""
+    make_gallery(api, gallery)
     for person, image in (("obama", "obama.jpg"), ("biden", "biden.jpg")):
         api.client.post(
-            "/api/v1/galleries/people/subjects", json={"external_id": person}, headers=api.h()
+            f"/api/v1/galleries/{gallery}/subjects", json={"external_id": person}, headers=api.h()
         )
         r = api.client.post(
-            f"/api/v1/galleries/people/subjects/{person}/faces",
+            f"/api/v1/galleries/{gallery}/subjects/{person}/faces",
             files=files(image=jpeg(stills / image)),
             headers=api.h(),
         )
         assert r.status_code == 201, r.text
-    return "people"
+    return gallery
 
 
 def jpeg(path: Path) -> bytes:
@@ -356,17 +361,7 @@ def test_probe_images_and_templates_are_never_stored(api: Api, people: str, stil
 
 
 def test_erased_subject_can_no_longer_be_found(api: Api, stills: Path) -> None:
-    make_gallery(api, "erasure")
-    for person, image in (("obama", "obama.jpg"), ("biden", "biden.jpg")):
-        api.client.post(
-            "/api/v1/galleries/erasure/subjects", json={"external_id": person}, headers=api.h()
-        )
-        r = api.client.post(
-            f"/api/v1/galleries/erasure/subjects/{person}/faces",
-            files=files(image=jpeg(stills / image)),
-            headers=api.h(),
-        )
-        assert r.status_code == 201
+    obama_and_biden(api, "erasure", stills)
     probe = files(probe=jpeg(stills / "obama2.jpg"))
     before = api.client.post(
         "/api/v1/galleries/erasure/identify?k=5", files=probe, headers=api.h("operator")
