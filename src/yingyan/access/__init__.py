@@ -13,7 +13,6 @@ from yingyan.access.keys import (
     list_keys,
     revoke_key,
     rotate_key,
-    token_sha256,
 )
 from yingyan.access.roles import (
     PERMISSIONS,
@@ -43,5 +42,4 @@ __all__ = [
     "parse_role",
     "revoke_key",
     "rotate_key",
-    "token_sha256",
 ]

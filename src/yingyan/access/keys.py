@@ -153,8 +153,8 @@ def authenticate(session: Session, token: str, *, now: datetime | None = None) -
     match = _TOKEN.fullmatch(token) if isinstance(token, str) else None
     if match is None:
         return None
-    row = session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix == match[1])).one_or_none()
-    if row is None or not hmac.compare_digest(row.secret_sha256, token_sha256(token)):
+    row = _find(session, match[1])
+    if row is None or not hmac.compare_digest(row.secret_sha256, _sha256(token)):
         return None
     key = _key(row)
     return key if key.status(now) == "active" else None
@@ -169,26 +169,30 @@ def count_active_keys(session: Session, *, now: datetime | None = None) -> int:
     return session.scalar(query) or 0
 
 
-def token_sha256(token: str) -> str:
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _sha256(token: str) -> str:
     """The stored digest of a token."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-# -- helpers -----------------------------------------------------------------------------------
 
 
 def _issue(session: Session, row: ApiKeyRow) -> IssuedKey:
     for _ in range(_INSERT_ATTEMPTS):
         prefix = secrets.token_hex(_PREFIX_HEX_BYTES)
         token = f"{TOKEN_TAG}_{prefix}_{secrets.token_urlsafe(_SECRET_BYTES)}"
-        row.prefix, row.secret_sha256 = prefix, token_sha256(token)
+        row.prefix, row.secret_sha256 = prefix, _sha256(token)
         if try_insert(session, row):
             return IssuedKey(_key(row), token)
     raise ConflictError("could not find an unused key prefix; try again")
 
 
+def _find(session: Session, prefix: str) -> ApiKeyRow | None:
+    return session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix)).one_or_none()
+
+
 def _row(session: Session, prefix: str) -> ApiKeyRow:
-    row = session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix)).one_or_none()
+    row = _find(session, prefix)
     if row is None:
         raise NotFoundError(f"no API key with prefix {prefix!r}")
     return row
