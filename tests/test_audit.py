@@ -96,7 +96,7 @@ def test_chain_links_and_verifies_after_reading_back(target: Target) -> None:
         "count": 1,
         "nested": {"zeta": "ω", "alpha": None, "flag": True, "negative_zero": 0.0},
     }
-    assert first.record.case_reference == "CASE-1"
+    assert first.case_reference == "CASE-1"
     fields = first.as_dict()
     del fields["prev_hash"], fields["hash"], fields["seq"]
     fields["at"] = datetime.fromisoformat(fields["at"])

@@ -12,7 +12,6 @@ from yingyan.audit.log import (
     append,
     entries,
     entry_hash,
-    normalise_details,
     verify,
 )
 
@@ -27,6 +26,5 @@ __all__ = [
     "append",
     "entries",
     "entry_hash",
-    "normalise_details",
     "verify",
 ]

@@ -105,18 +105,6 @@ class AuditEntry:
     prev_hash: str
     hash: str
 
-    @property
-    def record(self) -> AuditRecord:
-        return AuditRecord(
-            actor=self.actor,
-            operation=self.operation,
-            outcome=self.outcome,
-            gallery=self.gallery,
-            purpose=self.purpose,
-            case_reference=self.case_reference,
-            details=self.details,
-        )
-
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, for CLI output and service responses."""
         return {
@@ -192,7 +180,7 @@ def verify(session: Session) -> VerifyReport:
         problems += _check(row, expected, prev_hash, None if head is None else head_seq)
         if row.seq >= expected:
             expected, prev_hash, last = row.seq + 1, row.hash, row.seq
-    problems += _check_head(head, head_seq, head_hash, last, prev_hash, count)
+    problems += _check_head(head, last, prev_hash, count)
     return VerifyReport(not problems, count, head_seq, problems, head_hash)
 
 
@@ -218,16 +206,6 @@ def entry_hash(
     return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
 
 
-def normalise_details(details: Mapping[str, Any]) -> dict[str, Any]:
-    """Details as plain JSON (str keys, rounded floats, lists), or AuditRecordError when they
-    hold something that must not be logged or cannot be hashed stably."""
-    if not isinstance(details, Mapping):
-        raise AuditRecordError("audit details must be a mapping")
-    normal = _normal(details, "details")
-    assert isinstance(normal, dict)
-    return normal
-
-
 # -- appending ---------------------------------------------------------------------------------
 
 
@@ -241,8 +219,18 @@ def _validated(record: AuditRecord) -> dict[str, Any]:
         "gallery": _optional(record.gallery, "gallery", 200),
         "purpose": _optional(record.purpose, "purpose", None),
         "case_reference": _optional(record.case_reference, "case_reference", None),
-        "details": normalise_details(record.details),
+        "details": _details(record.details),
     }
+
+
+def _details(details: Mapping[str, Any]) -> dict[str, Any]:
+    """Details as plain JSON (str keys, rounded floats, lists), or AuditRecordError when they
+    hold something that must not be logged or cannot be hashed stably."""
+    if not isinstance(details, Mapping):
+        raise AuditRecordError("audit details must be a mapping")
+    normal = _normal(details, "details")
+    assert isinstance(normal, dict)
+    return normal
 
 
 def _text(value: str, what: str, limit: int | None) -> str:
@@ -362,8 +350,7 @@ def _check(row: AuditEntryRow, expected: int, prev_hash: str, head_seq: int | No
         return [f"seq {seq}: not a sequence number the log hands out (inserted)"]
     problems = []
     if seq > expected:
-        missing = f"seq {expected}" if seq == expected + 1 else f"seq {expected}-{seq - 1}"
-        problems.append(f"{missing}: missing (deleted)")
+        problems.append(f"{_seqs(expected, seq - 1)}: missing (deleted)")
     if head_seq is not None and seq > head_seq:
         problems.append(f"seq {seq}: after the head (seq {head_seq}): not appended by the log")
     if row.prev_hash != prev_hash:
@@ -373,17 +360,18 @@ def _check(row: AuditEntryRow, expected: int, prev_hash: str, head_seq: int | No
     return problems
 
 
-def _check_head(
-    head: AuditHeadRow | None, head_seq: int, head_hash: str, last: int, last_hash: str, n: int
-) -> list[str]:
+def _check_head(head: AuditHeadRow | None, last: int, last_hash: str, n: int) -> list[str]:
     if head is None:
         return [f"seq {last}: entries exist but the head row is missing"] if n else []
-    if head_seq > last:
-        missing = f"seq {head_seq}" if head_seq == last + 1 else f"seq {last + 1}-{head_seq}"
-        return [f"{missing}: missing from the end (head is at seq {head_seq})"]
-    if head_seq == last and head_hash != last_hash:
+    if head.seq > last:
+        return [f"{_seqs(last + 1, head.seq)}: missing from the end (head is at seq {head.seq})"]
+    if head.seq == last and head.hash != last_hash:
         return [f"seq {last}: the head's hash does not match this last entry"]
     return []
+
+
+def _seqs(first: int, last: int) -> str:
+    return f"seq {first}" if first == last else f"seq {first}-{last}"
 
 
 def _row_hash(row: AuditEntryRow) -> str:
