@@ -5,6 +5,7 @@ are refused; `yingyan audit verify` exits 1 on a tampered log."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from datetime import UTC, datetime, timedelta
@@ -53,6 +54,11 @@ def record(i: int) -> AuditRecord:
             "nested": {"zeta": "ω", "alpha": None, "flag": True, "negative_zero": -0.0},
         },
     )
+
+
+def record_fields(source: Any) -> dict[str, Any]:
+    """The fields of an AuditRecord, read from a record or a stored row."""
+    return {f.name: getattr(source, f.name) for f in dataclasses.fields(AuditRecord)}
 
 
 def fill(db: Database, n: int = 5) -> None:
@@ -171,18 +177,7 @@ def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(db: Database) -> No
     with db.session() as s:
         row = s.get_one(AuditEntryRow, 3)
         row.actor = "key:innocent(x)"
-        row.hash = entry_hash(
-            row.prev_hash,
-            seq=3,
-            at=row.at,
-            actor=row.actor,
-            operation=row.operation,
-            gallery=row.gallery,
-            purpose=row.purpose,
-            case_reference=row.case_reference,
-            outcome=row.outcome,
-            details=row.details,
-        )
+        row.hash = entry_hash(row.prev_hash, seq=3, at=row.at, **record_fields(row))
     found = problems(db)
     assert names(found, 4) and not names(found, 3), found
 
@@ -227,16 +222,8 @@ def test_an_inserted_entry_is_found_even_with_a_valid_hash(db: Database) -> None
     fill(db)
     with db.session() as s:
         last = entries(s)[-1]
-        forged: dict[str, Any] = {
-            "at": NOW + timedelta(hours=2),
-            "actor": "key:abc1(desk)",
-            "operation": "identify",
-            "gallery": "watchlist",
-            "purpose": "investigation of theft",
-            "case_reference": "CASE-1",
-            "outcome": "ok",
-            "details": {},
-        }
+        # entry 1's record again, later and without details
+        forged = {**record_fields(record(1)), "at": NOW + timedelta(hours=2), "details": {}}
         digest = entry_hash(last.hash, seq=6, **forged)
         s.execute(insert(LOG).values(seq=6, prev_hash=last.hash, hash=digest, **forged))
         s.execute(insert(LOG).values(seq=0, prev_hash=GENESIS_HASH, hash=digest, **forged))
