@@ -120,14 +120,8 @@ def register(app: typer.Typer) -> None:
 def _audit(session: Session, operation: str, key: ApiKey, **extra: str) -> None:
     from yingyan.audit import AuditRecord, append
 
-    details: dict[str, object] = {
-        "prefix": key.prefix,
-        "name": key.name,
-        "role": key.role,
-        "galleries": None if key.galleries is None else list(key.galleries),
-        "expires_at": None if key.expires_at is None else key.expires_at.isoformat(),
-        **extra,
-    }
+    shown = key.as_dict()
+    details = {k: shown[k] for k in ("prefix", "name", "role", "galleries", "expires_at")} | extra
     append(session, AuditRecord(actor=cli_actor(), operation=operation, details=details))
 
 
