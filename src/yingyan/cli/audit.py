@@ -8,13 +8,13 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from yingyan.audit import VerifyReport
 from yingyan.cli.gallery import DataDirOpt, DbUrlOpt, data_dir
 from yingyan.cli.options import JsonOpt, handles_errors
 from yingyan.store import Database
@@ -50,7 +50,7 @@ def verify_(data: DataDirOpt = None, url: DbUrlOpt = None, as_json: JsonOpt = Fa
     with open_store(data, url) as db, db.session() as s:
         report = verify(s)
     if as_json:
-        typer.echo(json.dumps({**_fields(report), "problems": report.problems}, indent=2))
+        typer.echo(json.dumps(asdict(report), indent=2))
     elif report.ok:
         typer.echo(
             f"ok, {report.entries} entries (head seq {report.head_seq}, hash {report.head_hash})"
@@ -89,10 +89,6 @@ def list_(
             json.dumps(r["details"], ensure_ascii=False, sort_keys=True),
         )
     out.print(table, markup=False)
-
-
-def _fields(report: VerifyReport) -> dict[str, object]:
-    return {k: getattr(report, k) for k in ("ok", "entries", "head_seq", "head_hash")}
 
 
 def register(app: typer.Typer) -> None:
