@@ -440,12 +440,7 @@ def reseal_file(path: Path, cipher: TemplateCipher) -> bool:
     data = path.read_bytes()
     if cipher.is_current(data):
         return False
-    if data.startswith(MAGIC):
-        try:
-            data = cipher.decrypt(data, index_context(path.name))
-        except (UnknownKeyError, DecryptionError) as exc:
-            raise VectorIndexError(f"cannot decrypt index file {path}: {exc.message}") from exc
-    blob = cipher.encrypt(data, index_context(path.name))
+    blob = cipher.encrypt(_plain(path, data, cipher), index_context(path.name))
     _atomic_write(path, lambda tmp: tmp.write_bytes(blob))
     return True
 
@@ -456,17 +451,24 @@ def _read(path: Path, cipher: TemplateCipher | None) -> Any:
         data = path.read_bytes()
     except OSError as exc:
         raise VectorIndexError(f"cannot read index file {path}: {exc.strerror}") from exc
-    if data.startswith(MAGIC):
-        if cipher is None:
-            raise KeyMissingError(f"index file {path} is encrypted but no key is configured")
-        try:
-            data = cipher.decrypt(data, index_context(path.name))
-        except (UnknownKeyError, DecryptionError) as exc:
-            raise VectorIndexError(f"cannot decrypt index file {path}: {exc.message}") from exc
+    plain = _plain(path, data, cipher)
     try:
-        return faiss.deserialize_index(np.frombuffer(data, np.uint8))
+        return faiss.deserialize_index(np.frombuffer(plain, np.uint8))
     except RuntimeError as exc:
         raise VectorIndexError(f"cannot read index file {path}: {exc}") from exc
+
+
+def _plain(path: Path, data: bytes, cipher: TemplateCipher | None) -> bytes:
+    """The faiss bytes of a file's contents: as they are if plaintext, else decrypted (bound to
+    the file's name); VectorIndexError if that fails (rebuild the file)."""
+    if not data.startswith(MAGIC):
+        return data
+    if cipher is None:
+        raise KeyMissingError(f"index file {path} is encrypted but no key is configured")
+    try:
+        return cipher.decrypt(data, index_context(path.name))
+    except (UnknownKeyError, DecryptionError) as exc:
+        raise VectorIndexError(f"cannot decrypt index file {path}: {exc.message}") from exc
 
 
 def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
