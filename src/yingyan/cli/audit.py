@@ -1,15 +1,15 @@
-"""`yingyan audit`: verify the hash chain of the audit log, list its entries. Also the store and
-actor helpers the key commands share (the CLI needs no gallery service or index for either)."""
+"""`yingyan audit`: verify the hash chain of the audit log, list its entries. Also the store,
+actor and record helpers the other commands share (no gallery service or index needed)."""
 
 from __future__ import annotations
 
 import getpass
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rich.table import Table
 from yingyan.cli.gallery import DataDirOpt, DbUrlOpt, data_dir
 from yingyan.cli.options import JsonOpt, handles_errors
 from yingyan.store import Database
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 audit_app = typer.Typer(help="The tamper-evident audit log: verify, list.", no_args_is_help=True)
 out = Console()
@@ -39,6 +42,30 @@ def cli_actor() -> str:
     except (KeyError, OSError):  # no name for this uid (e.g. some containers)
         user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
     return f"cli:{user}"
+
+
+def record_cli(
+    session: Session,
+    operation: str,
+    *,
+    gallery: str | None = None,
+    purpose: str | None = None,
+    case_reference: str | None = None,
+    details: Mapping[str, object] | None = None,
+) -> None:
+    """Append the audit entry of a command run by hand (actor `cli:<user>`), in the caller's
+    transaction so the entry and the change it records commit together."""
+    from yingyan.audit import AuditRecord, append
+
+    record = AuditRecord(
+        cli_actor(),
+        operation,
+        gallery=gallery,
+        purpose=purpose,
+        case_reference=case_reference,
+        details=details or {},
+    )
+    append(session, record)
 
 
 @audit_app.command("verify")

@@ -89,14 +89,27 @@ def open_service(
             service.close()
 
 
-def audit(service: GalleryService, operation: str, **fields: Any) -> None:
-    """Append the audit entry of a command run by hand (actor `cli:<user>`)."""
-    from yingyan.audit.log import AuditRecord, append
-    from yingyan.cli.audit import cli_actor
+def audit(
+    service: GalleryService,
+    operation: str,
+    *,
+    gallery: str | None = None,
+    purpose: str | None = None,
+    case_reference: str | None = None,
+    **details: Any,
+) -> None:
+    """The audit entry of a gallery command, in its own transaction (see `record_cli`)."""
+    from yingyan.cli.audit import record_cli
 
-    named = {k: fields.pop(k) for k in ("gallery", "purpose", "case_reference") if k in fields}
     with service.db.session() as s:
-        append(s, AuditRecord(cli_actor(), operation, details=fields, **named))
+        record_cli(
+            s,
+            operation,
+            gallery=gallery,
+            purpose=purpose,
+            case_reference=case_reference,
+            details=details,
+        )
 
 
 @gallery_app.command("create")

@@ -13,7 +13,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from yingyan.access import ApiKey
-from yingyan.cli.audit import cli_actor, open_store
+from yingyan.cli.audit import open_store, record_cli
 from yingyan.cli.gallery import DataDirOpt, DbUrlOpt
 from yingyan.cli.options import JsonOpt, handles_errors, stderr
 from yingyan.store import InvalidValueError
@@ -118,11 +118,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _audit(session: Session, operation: str, key: ApiKey, **extra: str) -> None:
-    from yingyan.audit import AuditRecord, append
-
     shown = key.as_dict()
     details = {k: shown[k] for k in ("prefix", "name", "role", "galleries", "expires_at")} | extra
-    append(session, AuditRecord(actor=cli_actor(), operation=operation, details=details))
+    record_cli(session, operation, details=details)
 
 
 def _print_issued(key: ApiKey, token: str, as_json: bool) -> None:

@@ -11,7 +11,7 @@ from yingyan.access.keys import ApiKey
 from yingyan.api.schemas import ERROR_RESPONSES, AuditEntryOut, AuditPage, AuditVerifyOut
 from yingyan.api.security import require
 from yingyan.api.state import AppState, get_state
-from yingyan.audit.log import entries, verify
+from yingyan.audit.log import MAX_LIMIT, entries, verify
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"], responses=ERROR_RESPONSES)
 State = Annotated[AppState, Depends(get_state)]
@@ -23,23 +23,12 @@ async def list_(
     state: State,
     key: Annotated[ApiKey, Depends(require("audit:read"))],
     after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="last seq already read")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
 ) -> AuditPage:
     def read() -> list[AuditEntryOut]:
         with state.db.session() as session:
             return [
-                AuditEntryOut(
-                    seq=e.seq,
-                    at=e.at,
-                    actor=e.actor,
-                    operation=e.operation,
-                    outcome=e.outcome,
-                    gallery=e.gallery,
-                    purpose=e.purpose,
-                    case_reference=e.case_reference,
-                    details=dict(e.details),
-                    hash=e.hash,
-                )
+                AuditEntryOut.model_validate(e, from_attributes=True)
                 for e in entries(session, after=after, limit=limit)
             ]
 
@@ -57,9 +46,7 @@ async def verify_chain(
     def check() -> AuditVerifyOut:
         with state.db.session() as session:
             report = verify(session)
-        return AuditVerifyOut(
-            ok=report.ok, entries=report.entries, head_seq=report.head_seq, problems=report.problems
-        )
+        return AuditVerifyOut.model_validate(report, from_attributes=True)
 
     out = await run_in_threadpool(check)
     await state.record(key, "audit.verify", details={"ok": out.ok})
