@@ -115,6 +115,11 @@ class FairScoreProfile:
         body = json.dumps(parts)
         return hashlib.sha256(body.encode()).hexdigest()[:12]
 
+    @property
+    def label(self) -> str:
+        """How reports name the scores it gives."""
+        return f"fair-score {self.name} v{self.version}"
+
     def _check(self, vectors: Vectors, dim: int) -> None:
         if vectors.ndim != 2 or vectors.shape[1] != dim:
             raise CalibrationError(
@@ -154,6 +159,9 @@ class FairScoreProfile:
         path.write_text(profile_json(self))
 
 
+_SELF = 0.9999  # a cohort score above this is the template itself
+
+
 def cohort_norms(vectors: Vectors, cohort: Vectors, top_k: int) -> TemplateNorms:
     """Mean and standard deviation of each template's `top_k` highest scores against the
     cohort. A score of 1 (within float error) is the template itself, when it belongs to the
@@ -164,9 +172,6 @@ def cohort_norms(vectors: Vectors, cohort: Vectors, top_k: int) -> TemplateNorms
     top = -np.partition(-s, k - 1, axis=1)[:, :k].astype(np.float64)
     scale = np.maximum(top.std(axis=1), 1e-6)
     return TemplateNorms(top.mean(axis=1), scale)
-
-
-_SELF = 0.9999
 
 
 def load_profile(path: Path) -> FairScoreProfile:
@@ -202,6 +207,15 @@ def spherical_kmeans(
     return c, labels
 
 
+def _reference(vectors: Vectors, k: int, what: str) -> Vectors:
+    """The reference templates as unit rows, refused if fewer than 2k (or 20) for `what`."""
+    n = len(vectors)
+    if n < 2 * k or n < 20:
+        raise DatasetError(f"{n} reference templates are too few for {what}")
+    x: Vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    return x
+
+
 def fit_profile(
     vectors: Vectors,
     *,
@@ -215,10 +229,8 @@ def fit_profile(
     seed: int = 0,
 ) -> FairScoreProfile:
     """Fit on reference templates of *different* people (e.g. one image per person)."""
-    n = len(vectors)
-    if n < 2 * clusters or n < 20:
-        raise DatasetError(f"{n} reference templates are too few for {clusters} clusters")
-    x = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    x = _reference(vectors, clusters, f"{clusters} clusters")
+    n = len(x)
     centroids, labels = spherical_kmeans(x, clusters, seed=seed)
     iu = np.triu_indices(n, 1)
     raw = (x @ x.T)[iu]
@@ -259,10 +271,8 @@ def fit_cohort_profile(
     """The `cohort` method: the reference templates (of *different* people, one each) become
     the cohort. Nothing is estimated but the normalised threshold at the target FMR over the
     reference set's own pairs, each template normalised against the others."""
-    n = len(vectors)
-    if n < 2 * top_k or n < 20:
-        raise DatasetError(f"{n} reference templates are too few for a top-{top_k} cohort")
-    x = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    x = _reference(vectors, top_k, f"a top-{top_k} cohort")
+    n = len(x)
     cohort = x.astype(float).round(6)
     norms = cohort_norms(x, cohort.astype(np.float32), top_k)
     iu = np.triu_indices(n, 1)

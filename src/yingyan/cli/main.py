@@ -223,7 +223,7 @@ def eval_lfw(
         from yingyan.calibration import load_profile
 
         profile = load_profile(calibration)
-        scoring = (f"fair-score {profile.name} v{profile.version}", profile.pair_scores)
+        scoring = (profile.label, profile.pair_scores)
     report = run_lfw(root, pairs_path, config, workers=workers, calibration=scoring)
     table = Table(title=f"LFW {pairs_path.name}: {report.n_pairs} pairs, {report.n_images} images")
     for col in ("variant", "accuracy", "EER", "TAR@FAR=1e-3", "TAR@FAR=1e-4", "threshold"):
@@ -301,7 +301,7 @@ def eval_fairness(
         from yingyan.calibration import load_profile
 
         profile = load_profile(calibration)
-        score, normalisation = profile.scores, f"fair-score {profile.name} v{profile.version}"
+        score, normalisation = profile.scores, profile.label
     report, curves = build_report(
         name, images, acquired, targets=fmrs, score=score, normalisation=normalisation
     )
