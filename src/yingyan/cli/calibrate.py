@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -66,32 +67,21 @@ def fit(
         if a.vector is not None and (im.identity is None or im.identity not in seen):
             vectors.append(a.vector)
             seen.add(im.identity or "")
-    fitted_on: dict[str, object] = {
-        "dataset": dataset,
-        "root": str(root),
-        "half": half,
-        "detector": detector,
-    }
-    model, name = str(Engine(config).model_id), name or out_file.stem
+    fitter = (
+        partial(fit_cohort_profile, top_k=top_k)
+        if method == "cohort"
+        else partial(fit_profile, clusters=clusters)
+    )
+    profile = fitter(
+        np.stack(vectors),
+        model=str(Engine(config).model_id),
+        name=name or out_file.stem,
+        target_fmr=target_fmr,
+        fitted_on={"dataset": dataset, "root": str(root), "half": half, "detector": detector},
+    )
     if method == "cohort":
-        profile = fit_cohort_profile(
-            np.stack(vectors),
-            model=model,
-            name=name,
-            top_k=top_k,
-            target_fmr=target_fmr,
-            fitted_on=fitted_on,
-        )
         shape = f"top-{top_k} cohort of {len(vectors)} templates"
     else:
-        profile = fit_profile(
-            np.stack(vectors),
-            model=model,
-            name=name,
-            clusters=clusters,
-            target_fmr=target_fmr,
-            fitted_on=fitted_on,
-        )
         shape = (
             f"{clusters} clusters on {len(vectors)} templates, offsets "
             f"{min(profile.deltas):+.4f}..{max(profile.deltas):+.4f}"
