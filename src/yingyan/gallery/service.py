@@ -62,6 +62,7 @@ from yingyan.store import (
     subject_templates,
     subjects_by_id,
     subjects_of_templates,
+    template_dimension,
     template_ids,
     template_vector,
     template_vectors,
@@ -241,11 +242,22 @@ class GalleryService:
     def _dimension(self, gallery_id: int) -> int | None:
         """The dimension of the gallery's templates, or None while it has none."""
         with self.db.session() as s:
-            for batch in iter_template_batches(
-                s, gallery_id=gallery_id, batch_size=1, cipher=self.cipher
-            ):
-                return int(batch.vectors.shape[1])
-        return None
+            return template_dimension(s, gallery_id=gallery_id)
+
+    def _index_if_any(self, gallery: GalleryRow) -> VectorIndex | None:
+        """The gallery's index (opened if need be), or None while the gallery has no template."""
+        if gallery.id in self._open:
+            return self._open[gallery.id]
+        dimension = self._dimension(gallery.id)
+        return None if dimension is None else self.index(gallery, dimension)
+
+    def _erase_from_index(self, index: VectorIndex | None, ids: Sequence[int]) -> None:
+        """After deleting rows: purge their traces from the database files, then remove their
+        vectors from the index and save it."""
+        self.db.purge_deleted()
+        if ids and index is not None:
+            index.remove(np.array(ids, np.int64))
+            index.save()
 
     # -- enrollment --------------------------------------------------------------------------
 
@@ -303,29 +315,21 @@ class GalleryService:
     def erase_subject(self, gallery: str, external_id: str) -> int:
         """Delete a subject and really erase its templates from the index (opened first, so a
         crash in between leaves extra index entries that the next open removes)."""
-        with self.db.session() as s:
-            g = get_gallery(s, name=gallery)
-            s.expunge(g)
-        index = self._open.get(g.id) or (self.index(g) if self._dimension(g.id) else None)
+        g = self._detached_gallery(gallery)
+        index = self._index_if_any(g)
         with self.db.session() as s:
             removed = delete_subject(s, gallery_id=g.id, external_id=external_id)
-        self.db.purge_deleted()
-        if removed and index is not None:
-            index.remove(np.array(removed, np.int64))
-            index.save()
+        self._erase_from_index(index, removed)
         return len(removed)
 
     def erase_template(self, gallery: str, template_id: int) -> str:
         """Delete one template from the database and the index, as `erase_subject` does for all
         of a subject's. Returns its subject's external id (the subject itself stays)."""
         g = self._detached_gallery(gallery)
-        index = self._open.get(g.id) or (self.index(g) if self._dimension(g.id) else None)
+        index = self._index_if_any(g)
         with self.db.session() as s:
             external_id = delete_template(s, gallery_id=g.id, template_id=template_id)
-        self.db.purge_deleted()
-        if index is not None:
-            index.remove(np.array([template_id], np.int64))
-            index.save()
+        self._erase_from_index(index, [template_id])
         return external_id
 
     # -- subjects and templates --------------------------------------------------------------

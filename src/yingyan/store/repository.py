@@ -398,6 +398,18 @@ def has_templates(session: Session, *, gallery_id: int) -> bool:
     return bool(session.scalar(query))
 
 
+def template_dimension(session: Session, *, gallery_id: int) -> int | None:
+    """The dimension of the gallery's templates (of its first one: they all share it), read
+    from its column without decrypting anything; None while the gallery has none."""
+    query = (
+        select(TemplateRow.dimension)
+        .where(TemplateRow.gallery_id == gallery_id)
+        .order_by(TemplateRow.id)
+        .limit(1)
+    )
+    return session.scalar(query)
+
+
 def count_all_templates(session: Session) -> int:
     """Templates of every gallery (what a key rotation scans)."""
     return session.scalar(select(func.count()).select_from(TemplateRow)) or 0
