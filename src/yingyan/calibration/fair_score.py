@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from yingyan.errors import DatasetError, YingyanError
-from yingyan.evaluation.metrics import threshold_at_fmr
+from yingyan.evaluation.metrics import cosine_pairs, threshold_at_fmr
 
 Vectors = npt.NDArray[np.float32]
 FORMAT = "yingyan.fair-score/1"
@@ -151,8 +151,7 @@ class FairScoreProfile:
 
     def pair_scores(self, a: Vectors, b: Vectors) -> npt.NDArray[np.float64]:
         """Normalised scores of pairs row by row (a[k] with b[k])."""
-        raw = np.einsum("ij,ij->i", a.astype(np.float64), b.astype(np.float64))
-        return normalise_pairs(raw, self.norms(a), self.norms(b))
+        return normalise_pairs(cosine_pairs(a, b), self.norms(a), self.norms(b))
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

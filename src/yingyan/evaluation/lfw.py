@@ -25,6 +25,7 @@ from yingyan.embedding import normalise, recipe_name, tta_views
 from yingyan.engine import Engine
 from yingyan.errors import DatasetError, YingyanError
 from yingyan.evaluation import metrics
+from yingyan.evaluation.metrics import cosine_pairs
 
 IMAGE_DIRS = ("lfw-deepfunneled", "lfw_funneled", "lfw")
 
@@ -224,11 +225,6 @@ class LfwReport:
         }
 
 
-def cosine_pairs(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    out: npt.NDArray[np.float64] = np.einsum("ij,ij->i", a.astype(np.float64), b.astype(np.float64))
-    return out
-
-
 def euclidean_pairs(
     a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]
 ) -> npt.NDArray[np.float64]:
@@ -294,12 +290,11 @@ def run_lfw(
     primary = recipe_name(flip=config.flip, jitter=config.jitter)
     if not config.flip and config.jitter:
         primary = "plain"  # jitter without flip is not scored separately
+    variants.sort(key=lambda v: v.name != primary)
     if calibration is not None:
         label, score = calibration
         calibrated = _pair_scores(templates[primary], pairs, score)
-        variants.append(evaluate_scores(f"{primary}+{label}", calibrated, pairs))
-    order = [primary, f"{primary}+{calibration[0]}" if calibration else ""]
-    variants.sort(key=lambda v: order.index(v.name) if v.name in order else len(order))
+        variants.insert(1, evaluate_scores(f"{primary}+{label}", calibrated, pairs))
     return LfwReport(
         pairs_file=str(pairs_file),
         n_pairs=len(pairs),
