@@ -6,8 +6,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,24 +14,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from yingyan.cli.gallery import DataDirOpt, DbUrlOpt, data_dir
+from yingyan.cli.gallery import DataDirOpt, DbUrlOpt, open_store
 from yingyan.cli.options import JsonOpt, handles_errors
-from yingyan.store import Database
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 audit_app = typer.Typer(help="The tamper-evident audit log: verify, list.", no_args_is_help=True)
 out = Console()
-
-
-@contextmanager
-def open_store(data: DataDirOpt, url: DbUrlOpt) -> Iterator[Database]:
-    """The platform's database, as the gallery commands find it (options, then environment)."""
-    from yingyan.store import open_database
-
-    with open_database(url or os.environ.get("YINGYAN_DATABASE_URL"), data_dir(data)) as db:
-        yield db
 
 
 def cli_actor() -> str:

@@ -24,6 +24,7 @@ from yingyan.cli.options import (
 )
 from yingyan.errors import ConfigError, NoFaceError
 from yingyan.gallery.service import GalleryService
+from yingyan.store import Database
 
 gallery_app = typer.Typer(help="Galleries: create, list, delete.", no_args_is_help=True)
 
@@ -59,9 +60,19 @@ def data_dir(value: Path | None) -> Path:
         return value
     if os.environ.get("YINGYAN_DATA_DIR"):
         return Path(os.environ["YINGYAN_DATA_DIR"])
-    from platformdirs import user_data_dir
+    from yingyan.settings import default_data_dir
 
-    return Path(user_data_dir("yingyan"))
+    return default_data_dir()
+
+
+@contextmanager
+def open_store(data: Path | None, url: str | None) -> Iterator[Database]:
+    """The platform's database: options first, then YINGYAN_DATABASE_URL, else SQLite in the
+    data folder."""
+    from yingyan.store import open_database
+
+    with open_database(url or os.environ.get("YINGYAN_DATABASE_URL"), data_dir(data)) as db:
+        yield db
 
 
 @contextmanager
@@ -72,15 +83,13 @@ def open_service(
     configured keyring (see `yingyan.cli.encryption.service_cipher`)."""
     from yingyan.cli.encryption import service_cipher
     from yingyan.gallery.index import IndexSpec
-    from yingyan.store import open_database
 
     folder = data_dir(data)
     cipher = service_cipher(key_file, folder)
-    url = url or os.environ.get("YINGYAN_DATABASE_URL")
     milvus = None
     if index == "milvus":  # a Milvus server, or Milvus Lite on a file in the data folder
         milvus = os.environ.get("YINGYAN_MILVUS_URI") or str(folder / "milvus.db")
-    with open_database(url, folder) as db:
+    with open_store(data, url) as db:
         spec = IndexSpec(kind=index)  # type: ignore[arg-type]
         service = GalleryService(db, folder / "index", spec, milvus, cipher)
         try:

@@ -13,8 +13,8 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from yingyan.access import ApiKey
-from yingyan.cli.audit import open_store, record_cli
-from yingyan.cli.gallery import DataDirOpt, DbUrlOpt
+from yingyan.cli.audit import record_cli
+from yingyan.cli.gallery import DataDirOpt, DbUrlOpt, open_store
 from yingyan.cli.options import JsonOpt, handles_errors, stderr
 from yingyan.store import InvalidValueError
 
