@@ -338,9 +338,14 @@ class GalleryService:
         """(template id, decrypted vector) of each template of a subject, in id order."""
         with self.db.session() as s:
             g = get_gallery(s, name=gallery)
-            subject = get_subject(s, gallery_id=g.id, external_id=external_id)
-            rows = subject_templates(s, subject_id=subject.id)
-            return [(int(r.id), template_vector(r, self.cipher)) for r in rows]
+            return self._subject_vectors(s, g.id, external_id)
+
+    def _subject_vectors(
+        self, session: Session, gallery_id: int, external_id: str
+    ) -> list[tuple[int, Vector]]:
+        subject = get_subject(session, gallery_id=gallery_id, external_id=external_id)
+        rows = subject_templates(session, subject_id=subject.id)
+        return [(int(r.id), template_vector(r, self.cipher)) for r in rows]
 
     def list_templates(
         self,
@@ -417,18 +422,23 @@ class GalleryService:
         # Normalisation re-ranks: search deeper so a candidate it lifts is among the hits.
         depth = max(4 * k, k + 16) if profile is None else max(8 * k, k + 64)
         hits = index.search(queries, min(depth, max(1, len(index))))
-        scores = hits.scores if profile is None else self._normalised(g, profile, queries, hits)
-        return self._candidates(scores, hits.ids, k=k, mode=mode, threshold=threshold)
+        with self.db.session() as s:
+            scores = (
+                hits.scores if profile is None else self._normalised(s, g, profile, queries, hits)
+            )
+            return self._candidates(s, scores, hits.ids, k=k, mode=mode, threshold=threshold)
 
     def verify_subject(
         self, gallery: str, external_id: str, probe: Template
     ) -> tuple[int, float] | None:
         """(template id, score) of the subject's best template against the probe, normalised if
         the gallery is calibrated; None if the subject has no template."""
-        g = self._detached_gallery(gallery)
-        if str(probe.model) != g.model:
-            raise ModelMismatchError(f"gallery {gallery!r} holds templates of {g.model}")
-        refs = self.subject_vectors(gallery, external_id)
+        with self.db.session() as s:
+            g = get_gallery(s, name=gallery)
+            if str(probe.model) != g.model:
+                raise ModelMismatchError(f"gallery {gallery!r} holds templates of {g.model}")
+            refs = self._subject_vectors(s, g.id, external_id)
+            s.expunge(g)
         if not refs:
             return None
         vectors = np.stack([v for _, v in refs])
@@ -480,6 +490,7 @@ class GalleryService:
 
     def _normalised(
         self,
+        session: Session,
         gallery: GalleryRow,
         profile: FairScoreProfile,
         queries: npt.NDArray[np.float32],
@@ -487,10 +498,9 @@ class GalleryService:
     ) -> npt.NDArray[np.float64]:
         """The hits' scores normalised by the probe's and each candidate's norms."""
         ids = hits.ids
-        with self.db.session() as s:
-            found = template_vectors(
-                s, gallery_id=gallery.id, template_ids=ids[ids >= 0].tolist(), cipher=self.cipher
-            )
+        found = template_vectors(
+            session, gallery_id=gallery.id, template_ids=ids[ids >= 0].tolist(), cipher=self.cipher
+        )
         out = np.full(ids.shape, -np.inf)
         if not found:
             return out
@@ -507,6 +517,7 @@ class GalleryService:
 
     def _candidates(
         self,
+        session: Session,
         scores: npt.NDArray[np.float32] | npt.NDArray[np.float64],
         ids: npt.NDArray[np.int64],
         *,
@@ -514,26 +525,26 @@ class GalleryService:
         mode: Mode,
         threshold: float | None,
     ) -> list[list[SubjectCandidate]]:
-        with self.db.session() as s:
-            subject_of = subjects_of_templates(s, template_ids=ids[ids >= 0].tolist())
-            per_probe: list[list[Candidate]] = [
-                rank_subjects(sc, ii, subject_of, k=k, mode=mode, threshold=threshold)
-                for sc, ii in zip(scores, ids, strict=True)
+        subject_of = subjects_of_templates(session, template_ids=ids[ids >= 0].tolist())
+        per_probe: list[list[Candidate]] = [
+            rank_subjects(sc, ii, subject_of, k=k, mode=mode, threshold=threshold)
+            for sc, ii in zip(scores, ids, strict=True)
+        ]
+        wanted = {c.subject_id for cs in per_probe for c in cs}
+        subjects = subjects_by_id(session, subject_ids=wanted)
+        return [
+            [
+                SubjectCandidate(
+                    c.rank,
+                    subjects[c.subject_id].external_id,
+                    subjects[c.subject_id].display_name,
+                    c.score,
+                    c.template_id,
+                )
+                for c in cs
             ]
-            subjects = subjects_by_id(s, subject_ids={c.subject_id for cs in per_probe for c in cs})
-            return [
-                [
-                    SubjectCandidate(
-                        c.rank,
-                        subjects[c.subject_id].external_id,
-                        subjects[c.subject_id].display_name,
-                        c.score,
-                        c.template_id,
-                    )
-                    for c in cs
-                ]
-                for cs in per_probe
-            ]
+            for cs in per_probe
+        ]
 
     def duplicates(self, gallery: str, threshold: float, *, k: int = 10) -> list[DuplicatePair]:
         """Pairs of different subjects with templates scoring at or above `threshold`, found by
