@@ -14,7 +14,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from yingyan.cli.gallery import DataDirOpt, DbUrlOpt, data_dir
+from yingyan.cli.audit import record_cli
+from yingyan.cli.gallery import DataDirOpt, DbUrlOpt, data_dir, open_store
 from yingyan.cli.options import handles_errors
 from yingyan.errors import ConfigError
 from yingyan.privacy import (
@@ -28,7 +29,6 @@ from yingyan.privacy import (
     load_cipher,
     open_cipher,
 )
-from yingyan.store import Database, open_database
 
 encryption_app = typer.Typer(
     help="Template encryption keys: init, rotate, retire, status.", no_args_is_help=True
@@ -60,10 +60,6 @@ def _key_file(source: KeySource, action: str) -> Path:
             "or use a key file (--key-file)"
         )
     return source.key_file
-
-
-def _open_db(folder: Path, url: str | None) -> Database:
-    return open_database(url or os.environ.get("YINGYAN_DATABASE_URL"), folder)
 
 
 @encryption_app.command("init")
@@ -105,20 +101,20 @@ def rotate(
         typer.echo(f"new active key {add_key(_key_file(source, 'add keys to'))}")
     cipher = load_cipher(source.key_file, source.env_value)
     assert cipher is not None
-    with _open_db(folder, url) as db, progress_bar(progress) as bar:
+    with open_store(folder, url) as db, progress_bar(progress) as bar:
         task = bar.add_task("re-encrypting", total=count_templates_to_scan(db))
         report = rotate_templates(
             db, cipher, batch_size=batch_size, progress=lambda n: bar.advance(task, n)
         )
         files, dropped = reseal_index_files(folder / "index", cipher)
-        _audit(
-            db,
-            "encryption.rotate",
-            active_key=report.active_key,
-            rewritten=report.rewritten,
-            scanned=report.scanned,
-            index_files=files,
-        )
+        details = {
+            "active_key": report.active_key,
+            "rewritten": report.rewritten,
+            "scanned": report.scanned,
+            "index_files": files,
+        }
+        with db.session() as s:  # key management is audited, never with key material
+            record_cli(s, "encryption.rotate", details=details)
     typer.echo(
         f"{report.rewritten} of {report.scanned} template(s) re-encrypted under "
         f"{report.active_key}; {files} index file(s) re-encrypted"
@@ -139,9 +135,10 @@ def retire(
 
     folder = data_dir(data)
     path = _key_file(resolve_source(key_file, folder), "retire")
-    with _open_db(folder, url) as db:
+    with open_store(folder, url) as db:
         retire_key(db, path, key_id)
-        _audit(db, "encryption.retire", key_id=key_id)
+        with db.session() as s:
+            record_cli(s, "encryption.retire", details={"key_id": key_id})
     typer.echo(f"retired key {key_id!r} from {path}")
 
 
@@ -157,7 +154,7 @@ def status(key_file: KeyFileOpt = None, data: DataDirOpt = None, url: DbUrlOpt =
     cipher = None
     if not (source.is_default and source.key_file is not None and not source.key_file.exists()):
         cipher = load_cipher(source.key_file, source.env_value)
-    with _open_db(folder, url) as db:
+    with open_store(folder, url) as db:
         usage = key_usage(db)
     known = set(cipher.key_ids) if cipher is not None else set()
     table = Table(title=f"templates by key ({source.describe() if cipher else 'no keyring'})")
@@ -175,15 +172,6 @@ def status(key_file: KeyFileOpt = None, data: DataDirOpt = None, url: DbUrlOpt =
         "(plaintext)", str(usage.plaintext), "rotate to encrypt" if usage.plaintext else ""
     )
     out.print(table)
-
-
-def _audit(db: Database, operation: str, **details: object) -> None:
-    """Key management is an administrative change: audited, never with key material."""
-    from yingyan.audit.log import AuditRecord, append
-    from yingyan.cli.audit import cli_actor
-
-    with db.session() as s:
-        append(s, AuditRecord(cli_actor(), operation, details=details))
 
 
 def register(app: typer.Typer) -> None:
