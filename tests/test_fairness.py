@@ -16,6 +16,7 @@ from yingyan.evaluation.fairness import (
     LabelledImage,
     acquire_all,
     build_report,
+    cosine,
     floored_rate,
     fmr_differential,
     genuine_scores,
@@ -149,9 +150,8 @@ def test_mitigation_fitted_on_one_half_narrows_the_other(utkface_root: Path) -> 
     clusters = fit_profile(reference, model="dlib", name="utk-half0", clusters=40)
     cohort = fit_cohort_profile(reference, model="dlib", name="utk-half0", top_k=50)
     ratio = {}
-    for name, score in (("raw", None), ("clusters", clusters.scores), ("cohort", cohort.scores)):
-        kw = {"score": score} if score else {}
-        report, _ = build_report("half 1", images[1], acquired[1], replicates=0, **kw)
+    for name, score in (("raw", cosine), ("clusters", clusters.scores), ("cohort", cohort.scores)):
+        report, _ = build_report("half 1", images[1], acquired[1], score=score, replicates=0)
         ratio[name] = report.differentials[0].ratio
     print(f"UTKFace half 1, FMR@1e-3 worst/best: {ratio}")
     assert ratio["clusters"] < ratio["raw"] / 10
