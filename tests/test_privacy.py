@@ -70,10 +70,10 @@ def _unit(seed: int) -> npt.NDArray[np.float32]:
     return v / np.linalg.norm(v)
 
 
-def _gallery(db: Database, name: str = "staff") -> int:
+def _gallery(db: Database, name: str = "staff", model: ModelId = MODEL) -> int:
     with db.session() as s:
         g = create_gallery(
-            s, name=name, kind="enrollment", purpose="test", legal_basis="consent", model=MODEL
+            s, name=name, kind="enrollment", purpose="test", legal_basis="consent", model=model
         )
         return g.id
 
@@ -340,19 +340,16 @@ def _service(db: Database, tmp_path: Path, cipher: TemplateCipher | None) -> Gal
     return GalleryService(db, tmp_path / "index", cipher=cipher)
 
 
+def _decrypted_index(cipher: TemplateCipher, index_file: Path) -> bytes:
+    """The faiss bytes of an index file, sealed bound to its name."""
+    return cipher.decrypt(index_file.read_bytes(), f"yingyan-index/1|{index_file.name}".encode())
+
+
 def test_erased_subject_is_gone_from_database_index_and_files(
     db: Database, target: Target, tmp_path: Path, engine: Engine, faces: Faces
 ) -> None:
     cipher = _cipher("k1")
-    with db.session() as s:
-        create_gallery(
-            s,
-            name="staff",
-            kind="enrollment",
-            purpose="test",
-            legal_basis="consent",
-            model=engine.model_id,
-        )
+    _gallery(db, model=engine.model_id)
     service = _service(db, tmp_path, cipher)
     items = [EnrollItem(p, faces[p][1], 0.9, faces[p][0]) for p in PEOPLE]
     ids = dict(zip(PEOPLE, (t for t, _ in service.enroll("staff", items)), strict=True))
@@ -362,9 +359,7 @@ def test_erased_subject_is_gone_from_database_index_and_files(
     obama_id, obama_plain = ids["obama"], faces["obama"][1].vector.astype(np.float32).tobytes()
     blob = _raw(db, obama_id)
     index_file = next((tmp_path / "index").glob("*.faiss"))
-    decrypted = cipher.decrypt(
-        index_file.read_bytes(), f"yingyan-index/1|{index_file.name}".encode()
-    )
+    decrypted = _decrypted_index(cipher, index_file)
     assert obama_plain in decrypted  # the index held it; on disk only sealed
     assert obama_plain not in index_file.read_bytes()
     db_file = target.data_dir / "yingyan.db"
@@ -397,9 +392,7 @@ def test_erased_subject_is_gone_from_database_index_and_files(
     (again,) = reopened.identify("staff", [probe], k=10)
     assert "obama" not in [c.external_id for c in again]
     assert reopened.check("staff")[0] == reopened.check("staff")[1]
-    decrypted = cipher.decrypt(
-        index_file.read_bytes(), f"yingyan-index/1|{index_file.name}".encode()
-    )
+    decrypted = _decrypted_index(cipher, index_file)
     assert (
         obama_plain not in decrypted
         and faces["biden"][1].vector.astype(np.float32).tobytes() in decrypted
