@@ -24,6 +24,7 @@ from yingyan.cli.options import (
     YunetOpt,
     engine_config,
     handles_errors,
+    load_calibration,
 )
 
 calibrate_app = typer.Typer(help="Score calibration: fairness profiles, thresholds.")
@@ -112,17 +113,12 @@ def threshold(
     worst group, not the average), recorded with the data it was measured on."""
     from yingyan.evaluation.fairness import acquire_dataset, worst_group_threshold
 
+    profile = load_calibration(calibration)  # before the long acquisition: fail early
     config = engine_config(detector, None, yunet_model)
     images, acquired = acquire_dataset(dataset, root, half, config, workers=workers)
-    score = None
-    profile_info: dict[str, str] | None = None
-    if calibration is not None:
-        from yingyan.calibration import load_profile
-
-        profile = load_profile(calibration)
-        score = profile.scores
-        profile_info = {"name": profile.name, "version": profile.version}
-    result = worst_group_threshold(images, acquired, target_fmr, score=score)
+    result = worst_group_threshold(
+        images, acquired, target_fmr, score=profile.scores if profile else None
+    )
     record = {
         "threshold": result.threshold,
         "target_fmr": target_fmr,
@@ -132,7 +128,7 @@ def threshold(
         "dataset": dataset,
         "root": str(root),
         "half": half,
-        "calibration": profile_info,
+        "calibration": {"name": profile.name, "version": profile.version} if profile else None,
         "detector": detector,
         "measured": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -27,6 +27,7 @@ from yingyan.cli.options import (
     YunetOpt,
     engine_config,
     handles_errors,
+    load_calibration,
     stderr,
 )
 from yingyan.comparison import compare, decide, get_threshold
@@ -218,12 +219,8 @@ def eval_lfw(
     if pairs is not None and not pairs.is_file() and (root / pairs).is_file():
         pairs_path = root / pairs
     config = engine_config(detector, upsample, yunet_model, flip, jitter, backend)
-    scoring = None
-    if calibration is not None:
-        from yingyan.calibration import load_profile
-
-        profile = load_profile(calibration)
-        scoring = (profile.label, profile.pair_scores)
+    profile = load_calibration(calibration)
+    scoring = (profile.label, profile.pair_scores) if profile else None
     report = run_lfw(root, pairs_path, config, workers=workers, calibration=scoring)
     table = Table(title=f"LFW {pairs_path.name}: {report.n_pairs} pairs, {report.n_images} images")
     for col in ("variant", "accuracy", "EER", "TAR@FAR=1e-3", "TAR@FAR=1e-4", "threshold"):
@@ -293,15 +290,11 @@ def eval_fairness(
         raise typer.BadParameter(f"not a list of numbers: {targets!r}") from None
     if not all(0 < t < 1 for t in fmrs):
         raise typer.BadParameter("target FMRs must be between 0 and 1")
+    profile = load_calibration(calibration)  # before the long acquisition: fail early
     config = engine_config(detector, None, yunet_model)
     images, acquired = acquire_dataset(dataset, root, half, config, workers=workers)
     name = dataset if half is None else f"{dataset} (half {half})"
-    score, normalisation = cosine, "none"
-    if calibration is not None:
-        from yingyan.calibration import load_profile
-
-        profile = load_profile(calibration)
-        score, normalisation = profile.scores, profile.label
+    score, normalisation = (profile.scores, profile.label) if profile else (cosine, "none")
     report, curves = build_report(
         name, images, acquired, targets=fmrs, score=score, normalisation=normalisation
     )

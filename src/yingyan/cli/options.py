@@ -7,13 +7,16 @@ import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 
 from yingyan.config import EngineConfig
 from yingyan.errors import YingyanError
+
+if TYPE_CHECKING:
+    from yingyan.calibration import FairScoreProfile
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -53,6 +56,15 @@ HalfOpt = Annotated[int | None, typer.Option(help="only one fixed half (0 or 1)"
 CalibrationOpt = Annotated[
     Path | None, typer.Option(help="fair-score profile to normalise scores with")
 ]
+
+
+def load_calibration(path: Path | None) -> FairScoreProfile | None:
+    """The --calibration profile, if one was given (imported only then)."""
+    if path is None:
+        return None
+    from yingyan.calibration import load_profile
+
+    return load_profile(path)
 
 
 def engine_config(
