@@ -402,9 +402,7 @@ class GalleryService:
         else the gallery's; investigation mode returns the k best whatever their scores."""
         if k < 1:
             raise ConfigError("k must be at least 1")
-        with self.db.session() as s:
-            g = get_gallery(s, name=gallery)
-            s.expunge(g)
+        g = self._detached_gallery(gallery)
         for p in probes:
             if str(p.model) != g.model:
                 raise ModelMismatchError(
@@ -549,9 +547,7 @@ class GalleryService:
     def duplicates(self, gallery: str, threshold: float, *, k: int = 10) -> list[DuplicatePair]:
         """Pairs of different subjects with templates scoring at or above `threshold`, found by
         searching the index with every template (k neighbours each), not by all pairs."""
-        with self.db.session() as s:
-            g = get_gallery(s, name=gallery)
-            s.expunge(g)
+        g = self._detached_gallery(gallery)
         best: dict[tuple[int, int], tuple[float, int, int]] = {}
         index: VectorIndex | None = None
         with self.db.session() as session:

@@ -69,7 +69,8 @@ def parse_keyring(text: str, *, where: str) -> Keyring:
     text = text.strip()
     if not text.startswith("{"):
         key = _b64(text, where)
-        return Keyring(single_key_id(key), {single_key_id(key): key})
+        key_id = single_key_id(key)
+        return Keyring(key_id, {key_id: key})
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
