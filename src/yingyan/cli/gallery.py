@@ -21,6 +21,7 @@ from yingyan.cli.options import (
     YunetOpt,
     engine_config,
     handles_errors,
+    load_calibration,
 )
 from yingyan.errors import ConfigError, NoFaceError
 from yingyan.gallery.service import GalleryService
@@ -240,11 +241,9 @@ def calibrate(
 ) -> None:
     """Make a gallery's verify and identify normalise scores with a calibration profile (its
     threshold is then on the normalised scale: the profile's unless the gallery sets one)."""
-    from yingyan.calibration import load_profile
-
     if (profile is None) == (not none):
         raise ConfigError("give --profile PATH or --none")
-    loaded = load_profile(profile) if profile is not None else None
+    loaded = load_calibration(profile)
     with open_service(data, url, key_file=key_file) as service:
         service.set_calibration(name, loaded)
         audit(service, "gallery.calibrate", gallery=name, profile=loaded and loaded.version)

@@ -15,8 +15,7 @@ from sqlalchemy.orm import Session
 from yingyan.access import ApiKey
 from yingyan.cli.audit import record_cli
 from yingyan.cli.gallery import DataDirOpt, DbUrlOpt, open_store
-from yingyan.cli.options import JsonOpt, handles_errors, stderr
-from yingyan.store import InvalidValueError
+from yingyan.cli.options import JsonOpt, handles_errors, parse_time, stderr
 
 keys_app = typer.Typer(help="API keys: create, list, revoke, rotate.", no_args_is_help=True)
 out = Console()
@@ -44,7 +43,7 @@ def create(
     """Issue a key and print its token, once."""
     from yingyan.access import create_key
 
-    expiry = _parse_time(expires_at)
+    expiry = parse_time(expires_at, "--expires-at")
     with open_store(data, url) as db, db.session() as s:
         issued = create_key(s, name=name, role=role, galleries=gallery or None, expires_at=expiry)
         _audit(s, "key.create", issued.key)
@@ -131,16 +130,6 @@ def _print_issued(key: ApiKey, token: str, as_json: bool) -> None:
     typer.echo(f"key {key.prefix} ({key.name}): role {key.role}, {scope}")
     typer.echo(token)
     stderr.print(f"[yellow]warning[/yellow]: {ONCE}", highlight=False)
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidValueError(f"not an ISO 8601 time: {value!r}") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
 def _short(value: datetime | None) -> str:

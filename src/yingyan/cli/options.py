@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
@@ -13,7 +14,7 @@ import typer
 from rich.console import Console
 
 from yingyan.config import EngineConfig
-from yingyan.errors import YingyanError
+from yingyan.errors import ConfigError, YingyanError
 
 if TYPE_CHECKING:
     from yingyan.calibration import FairScoreProfile
@@ -56,6 +57,17 @@ HalfOpt = Annotated[int | None, typer.Option(help="only one fixed half (0 or 1)"
 CalibrationOpt = Annotated[
     Path | None, typer.Option(help="fair-score profile to normalise scores with")
 ]
+
+
+def parse_time(value: str | None, option: str) -> datetime | None:
+    """An ISO 8601 time given to `option`; without a zone it is UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{option} must be an ISO 8601 time, not {value!r}") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
 def load_calibration(path: Path | None) -> FairScoreProfile | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -13,23 +12,12 @@ from rich.progress import Progress
 
 from yingyan.cli.audit import cli_actor
 from yingyan.cli.gallery import DataDirOpt, DbUrlOpt, open_service
-from yingyan.cli.options import JsonOpt, handles_errors
-from yingyan.errors import ConfigError
+from yingyan.cli.options import JsonOpt, handles_errors, parse_time
 
 retention_app = typer.Typer(
     help="Retention: purge what may no longer be kept.", no_args_is_help=True
 )
 out = Console()
-
-
-def _when(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        at = datetime.fromisoformat(value)
-    except ValueError:
-        raise ConfigError(f"--now must be an ISO 8601 time, not {value!r}") from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 @retention_app.command("run")
@@ -48,7 +36,7 @@ def run(
     is audited."""
     from yingyan.privacy.retention import due, run_retention
 
-    at = _when(now)
+    at = parse_time(now, "--now")
     with open_service(data, url) as service:
         todo = due(service, now=at)
         if dry_run:
