@@ -204,6 +204,12 @@ def test_gallery_scope_is_enforced_and_denials_are_audited(api: Api, stills: Pat
 
 def test_enrol_verify_identify_detect(api: Api, stills: Path) -> None:
     make_gallery(api, "flow", threshold=None)
+    empty = api.client.post(
+        "/api/v1/galleries/flow/identify",
+        files=files(probe=jpeg(stills / "obama2.jpg")),
+        headers=api.h("operator"),
+    )
+    assert empty.status_code == 200 and empty.json()["faces"][0]["candidates"] == []
     for person, image in (("obama", "obama.jpg"), ("biden", "biden.jpg")):
         consent = {"purpose": "test", "reference": "form 1"}
         r = api.client.post(

@@ -26,7 +26,7 @@ from yingyan.api.images import image_body, read_images
 from yingyan.api.routes.subjects import enrol_face
 from yingyan.api.security import current_key, require, require_collection
 from yingyan.api.state import AppState, get_state
-from yingyan.gallery.service import GalleryService, SubjectCandidate
+from yingyan.gallery.service import GalleryService
 from yingyan.store import (
     NotFoundError,
     get_gallery,
@@ -327,12 +327,11 @@ async def recognize(
     """Every face of the image with its `prediction_count` most similar subjects: candidates
     for a human to review."""
 
-    def kind(galleries: GalleryService) -> tuple[str, bool]:
+    def kind(galleries: GalleryService) -> str:
         with galleries.db.session() as session:
-            g = get_gallery(session, name=gallery)
-            return g.kind, galleries.has_templates(gallery)
+            return get_gallery(session, name=gallery).kind
 
-    gallery_kind, enrolled = await state.gallery_call(kind)
+    gallery_kind = await state.gallery_call(kind)
     if gallery_kind == "watchlist" and not (purpose and case_reference):
         raise ApiError(
             "purpose_required",
@@ -342,11 +341,7 @@ async def recognize(
     started = time.perf_counter()
     faces = _filtered(await state.inference.faces(data), det_prob_threshold, limit)
     templates = [f.template for f in faces if f.template is not None]
-    found: list[list[SubjectCandidate]] = [[] for _ in templates]
-    if templates and enrolled:
-        found = await state.gallery_call(
-            lambda g: g.identify(gallery, templates, k=prediction_count)
-        )
+    found = await state.gallery_call(lambda g: g.identify(gallery, templates, k=prediction_count))
     result = []
     for f, candidates in zip(faces, found, strict=True):
         entry = _face_json(f, face_plugins, started, status)

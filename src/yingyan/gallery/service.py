@@ -52,7 +52,6 @@ from yingyan.store import (
     get_or_create_subject,
     get_subject,
     get_template,
-    has_templates,
     iter_template_batches,
     list_galleries,
     list_templates,
@@ -369,10 +368,6 @@ class GalleryService:
             row = get_template(s, gallery_id=g.id, template_id=template_id)
             subject = subjects_by_id(s, subject_ids=[row.subject_id])[row.subject_id]
             return subject.external_id, template_vector(row, self.cipher)
-
-    def has_templates(self, gallery: str) -> bool:
-        with self.db.session() as s:
-            return has_templates(s, gallery_id=get_gallery(s, name=gallery).id)
 
     def rename_subject(self, gallery: str, old: str, new: str) -> None:
         """Change a subject's external id; ConflictError if `new` is taken. Templates are bound

@@ -392,12 +392,6 @@ def count_templates(session: Session, *, gallery_id: int) -> int:
     return session.scalar(query) or 0
 
 
-def has_templates(session: Session, *, gallery_id: int) -> bool:
-    """Whether the gallery holds any template: an EXISTS, not a count over every row."""
-    query = select(exists().where(TemplateRow.gallery_id == gallery_id))
-    return bool(session.scalar(query))
-
-
 def template_dimension(session: Session, *, gallery_id: int) -> int | None:
     """The dimension of the gallery's templates (of its first one: they all share it), read
     from its column without decrypting anything; None while the gallery has none."""

@@ -24,8 +24,8 @@ from yingyan.api.security import require, require_gallery
 from yingyan.api.state import AppState, get_state
 from yingyan.comparison import compare
 from yingyan.comparison.thresholds import Threshold, custom_threshold, default_threshold
-from yingyan.gallery.service import GalleryService, SubjectCandidate
-from yingyan.store import GalleryRow, get_gallery, has_templates
+from yingyan.gallery.service import GalleryService
+from yingyan.store import GalleryRow, get_gallery
 from yingyan.types import Face, Template
 
 router = APIRouter(prefix="/api/v1", tags=["biometrics"], responses=ERROR_RESPONSES)
@@ -188,14 +188,13 @@ async def identify(
     """1:N: candidates for a human reviewer, never an identification by themselves. Searches
     of a watchlist must say why (purpose) and for which case (case_reference)."""
 
-    def gallery_row(galleries: GalleryService) -> tuple[GalleryRow, bool, tuple[float, str] | None]:
+    def gallery_row(galleries: GalleryService) -> tuple[GalleryRow, tuple[float, str] | None]:
         with galleries.db.session() as session:
             row = get_gallery(session, name=gallery)
             session.expunge(row)
-            enrolled = has_templates(session, gallery_id=row.id)
-        return row, enrolled, galleries.decision_threshold(gallery)
+        return row, galleries.decision_threshold(gallery)
 
-    row, enrolled, gallery_threshold = await state.gallery_call(gallery_row)
+    row, gallery_threshold = await state.gallery_call(gallery_row)
     if row.kind == "watchlist" and not (purpose and case_reference):
         await state.record(
             key,
@@ -213,11 +212,9 @@ async def identify(
     templates: list[Template] = [f.template for f in found if f.template is not None]
     t = _threshold(row.model, gallery_threshold, threshold) if mode == "threshold" else None
     cut = t.score if t else None
-    results: list[list[SubjectCandidate]] = [[] for _ in templates]
-    if enrolled and templates:
-        results = await state.gallery_call(
-            lambda g: g.identify(gallery, templates, k=k, mode=mode, threshold=cut)
-        )
+    results = await state.gallery_call(
+        lambda g: g.identify(gallery, templates, k=k, mode=mode, threshold=cut)
+    )
     out = IdentifyOut(
         gallery=gallery,
         mode=mode,
