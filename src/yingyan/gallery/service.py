@@ -196,12 +196,6 @@ class GalleryService:
         return index
 
     def _open_index(self, gallery: GalleryRow, dimension: int, path: Path | None) -> VectorIndex:
-        if self.spec.kind != "milvus" and self.cipher is not None:
-            from yingyan.gallery.index.faiss_index import FaissIndex
-
-            return FaissIndex.open(
-                self.spec, path, dimension, model=gallery.model, cipher=self.cipher
-            )
         target: str | Path | None = self.milvus_uri if self.spec.kind == "milvus" else path
         return open_index(
             self.spec,
@@ -209,6 +203,7 @@ class GalleryService:
             dimension,
             model=gallery.model,
             collection=self._collection(gallery.id, gallery.model),
+            cipher=self.cipher,
         )
 
     def _reconcile(self, gallery_id: int, index: VectorIndex) -> None:
@@ -435,15 +430,15 @@ class GalleryService:
         if not refs:
             return None
         vectors = np.stack([v for _, v in refs])
-        raw = vectors.astype(np.float64) @ probe.vector.astype(np.float64)
+        probe_vector = probe.vector[None, :].astype(np.float32)
         profile = self.profile(g)
-        if profile is not None:
-            probe_norms = profile.norms(probe.vector[None, :].astype(np.float32))
-            raw = normalise_pairs(
-                raw, probe_norms[np.zeros(len(refs), np.int64)], profile.norms(vectors)
-            )
-        best = int(np.argmax(raw))
-        return refs[best][0], float(raw[best])
+        scores = (
+            (vectors.astype(np.float64) @ probe_vector.T.astype(np.float64))[:, 0]
+            if profile is None
+            else profile.scores(probe_vector, vectors)[0]
+        )
+        best = int(np.argmax(scores))
+        return refs[best][0], float(scores[best])
 
     def decision_threshold(self, gallery: str) -> tuple[float, str] | None:
         """The gallery's threshold and where it comes from: its own, else its calibration

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from yingyan.errors import YingyanError
+
+if TYPE_CHECKING:
+    from yingyan.privacy import TemplateCipher
 
 IndexKind = Literal["flat", "flat16", "ivf", "hnsw", "milvus"]
 KINDS: tuple[str, ...] = ("flat", "flat16", "ivf", "hnsw", "milvus")
@@ -229,6 +232,7 @@ def open_index(
     model: str,
     collection: str | None = None,
     client: Any = None,
+    cipher: TemplateCipher | None = None,
 ) -> VectorIndex:
     """Open the index at `path` (created empty when absent), checked against kind, dimension and
     model; a mismatch raises VectorIndexError rather than serving another model's vectors.
@@ -237,6 +241,8 @@ def open_index(
     milvus: `path` is a Milvus URI (a local `*.db` file starts Milvus Lite) or None with an
     existing `client` (a `pymilvus.MilvusClient`, e.g. one built with a cluster URI and token);
     `collection` names the gallery+model collection (see `milvus_index.collection_name`).
+    `cipher` encrypts faiss files at rest; Milvus stores vectors server-side (its own storage
+    encryption applies).
     """
     spec = spec if isinstance(spec, IndexSpec) else IndexSpec(kind=spec)
     if dimension < 1:
@@ -251,4 +257,5 @@ def open_index(
         )
     from yingyan.gallery.index.faiss_index import FaissIndex
 
-    return FaissIndex.open(spec, None if path is None else Path(path), dimension, model=model)
+    target = None if path is None else Path(path)
+    return FaissIndex.open(spec, target, dimension, model=model, cipher=cipher)
