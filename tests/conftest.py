@@ -125,6 +125,13 @@ class Target:
     def open(self, *, migrate: bool = True) -> Database:
         return open_database(self.url, self.data_dir, migrate=migrate)
 
+    @property
+    def cli_args(self) -> list[str]:
+        """The options that point a `yingyan` command at this database."""
+        if self.url is None:
+            return ["--data-dir", str(self.data_dir)]
+        return ["--database-url", self.url]
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:

@@ -201,14 +201,8 @@ def test_expired_key_is_listed_as_expired(db: Database) -> None:
 # -- CLI ---------------------------------------------------------------------------------------
 
 
-def where(target: Target) -> list[str]:
-    if target.url is None:
-        return ["--data-dir", str(target.data_dir)]
-    return ["--database-url", target.url]
-
-
 def test_cli_keys_lifecycle_is_audited_without_tokens(target: Target) -> None:
-    db_args = where(target)
+    db_args = target.cli_args
     r = runner.invoke(
         app,
         ["keys", "create", "--role", "operator", "--name", "desk", "-g", "staff", *db_args],
@@ -253,7 +247,7 @@ def test_cli_keys_lifecycle_is_audited_without_tokens(target: Target) -> None:
 
 
 def test_cli_keys_errors_exit_2(target: Target) -> None:
-    db_args = where(target)
+    db_args = target.cli_args
     r = runner.invoke(app, ["keys", "create", "--role", "root", "--name", "x", *db_args])
     assert r.exit_code == 2 and "invalid_role" in r.stderr
     r = runner.invoke(app, ["keys", "revoke", "nope", *db_args])

@@ -335,33 +335,27 @@ def test_concurrent_appends_give_a_gapless_verified_chain(db: Database) -> None:
 # -- CLI ---------------------------------------------------------------------------------------
 
 
-def where(target: Target) -> list[str]:
-    if target.url is None:
-        return ["--data-dir", str(target.data_dir)]
-    return ["--database-url", target.url]
-
-
 def test_cli_audit_verify_and_list(target: Target) -> None:
     with target.open() as db:
         fill(db, 3)
-    r = runner.invoke(app, ["audit", "verify", *where(target)])
+    r = runner.invoke(app, ["audit", "verify", *target.cli_args])
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith("ok, 3 entries")
     r = runner.invoke(
-        app, ["audit", "list", "--after", "1", "--limit", "1", "--json", *where(target)]
+        app, ["audit", "list", "--after", "1", "--limit", "1", "--json", *target.cli_args]
     )
     assert r.exit_code == 0, r.output
     (listed,) = json.loads(r.stdout)
     assert (listed["seq"], listed["case_reference"]) == (2, "CASE-2")
-    r = runner.invoke(app, ["audit", "list", *where(target)])
+    r = runner.invoke(app, ["audit", "list", *target.cli_args])
     assert r.exit_code == 0 and "identify" in r.stdout
 
     with target.open() as db, db.session() as s:
         s.execute(text("UPDATE audit_log SET outcome = 'denied' WHERE seq = 2"))
-    r = runner.invoke(app, ["audit", "verify", *where(target)])
+    r = runner.invoke(app, ["audit", "verify", *target.cli_args])
     assert r.exit_code == 1
     assert "seq 2: hash does not match" in r.stdout and "TAMPERED" in r.stdout
-    r = runner.invoke(app, ["audit", "verify", "--json", *where(target)])
+    r = runner.invoke(app, ["audit", "verify", "--json", *target.cli_args])
     assert r.exit_code == 1 and json.loads(r.stdout)["ok"] is False
-    r = runner.invoke(app, ["audit", "list", "--limit", "0", *where(target)])
+    r = runner.invoke(app, ["audit", "list", "--limit", "0", *target.cli_args])
     assert r.exit_code == 2
