@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from yingyan.access.keys import ApiKey
 from yingyan.api.errors import ApiError
 from yingyan.api.images import image_body, read_images
+from yingyan.api.routes.biometrics import candidates_detail
 from yingyan.api.routes.subjects import enrol_face
 from yingyan.api.security import current_key, require, require_collection
 from yingyan.api.state import AppState, get_state
@@ -357,9 +358,7 @@ async def recognize(
         case_reference=case_reference,
         details={
             "faces": len(faces),
-            "candidates": [
-                [[c.external_id, c.template_id, round(c.score, 4)] for c in cs] for cs in found
-            ],
+            "candidates": candidates_detail(found),
             "api": "compreface",
         },
     )

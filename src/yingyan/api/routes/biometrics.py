@@ -24,7 +24,7 @@ from yingyan.api.security import require, require_gallery
 from yingyan.api.state import AppState, get_state
 from yingyan.comparison import compare
 from yingyan.comparison.thresholds import Threshold, custom_threshold, default_threshold
-from yingyan.gallery.service import GalleryService
+from yingyan.gallery.service import GalleryService, SubjectCandidate
 from yingyan.store import GalleryRow, get_gallery
 from yingyan.types import Face, Template
 
@@ -53,6 +53,11 @@ async def detect(
     return DetectOut(
         faces=[FaceOut.of(f) for f in faces], detector=info.description["detector"] if info else ""
     )
+
+
+def candidates_detail(results: list[list[SubjectCandidate]]) -> list[list[list[object]]]:
+    """What the audit keeps of a search's candidates: subject, template id, score."""
+    return [[[c.external_id, c.template_id, round(c.score, 4)] for c in cs] for cs in results]
 
 
 def _threshold(model: str, gallery: tuple[float, str] | None, given: float | None) -> Threshold:
@@ -247,10 +252,7 @@ async def identify(
             "k": k,
             "threshold": t.score if t else None,
             "faces": len(found),
-            "candidates": [
-                [[c.external_id, c.template_id, round(c.score, 4)] for c in cands]
-                for cands in results
-            ],
+            "candidates": candidates_detail(results),
         },
     )
     return out
