@@ -3,11 +3,13 @@ into the repository. Without it, data tests skip, except under CI=true where the
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import URL, create_engine, make_url
@@ -87,6 +89,19 @@ def _unavailable(reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+def start_milvus_lite(path: Path) -> Any:
+    """A `MilvusClient` on a Milvus Lite at `path`; skip when milvus-lite is missing or cannot
+    start on this machine, fail instead under CI=true."""
+    if importlib.util.find_spec("milvus_lite") is None:
+        _unavailable("milvus-lite is not installed")
+    from pymilvus import MilvusClient
+
+    try:
+        return MilvusClient(str(path))
+    except Exception as exc:  # pymilvus raises several unrelated types for a failed start
+        _unavailable(f"milvus-lite cannot start on this machine: {exc}")
 
 
 @pytest.fixture(scope="session")

@@ -3,13 +3,18 @@ per-template terms have known values, and profiles are versioned, self-checking 
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from yingyan.calibration import (
+    FairScoreProfile,
     TemplateNorms,
     fit_cohort_profile,
     fit_profile,
@@ -17,7 +22,12 @@ from yingyan.calibration import (
     normalise_matrix,
     normalise_pairs,
 )
-from yingyan.calibration.fair_score import CalibrationError, cohort_norms
+from yingyan.calibration.fair_score import (
+    CalibrationError,
+    cohort_norms,
+    parse_profile,
+    profile_json,
+)
 from yingyan.errors import DatasetError
 
 
@@ -153,3 +163,159 @@ def test_cohort_profile_round_trip_and_tamper_check(tmp_path: Path) -> None:
         load_profile(path)
     with pytest.raises(DatasetError, match="too few"):
         fit_cohort_profile(x[:30], model="toy", name="k", top_k=20)
+
+
+# -- versions and validation -------------------------------------------------------------------
+
+
+def _claimed(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with the version its format's spec gives its content, as a tool that writes
+    profiles (or someone who edits one) would set it: so what is refused is the content, not a
+    stale hash. /2: sha256 of every field as canonical JSON; /1: of the normalisation terms."""
+    body = {k: v for k, v in data.items() if k != "version"}
+    if body.get("format") == "yingyan.fair-score/1":
+        parts = [body["centroids"], body["deltas"], body["model"]]
+        if body.get("method", "clusters") != "clusters":
+            parts += [body["method"], body["cohort"], body["top_k"]]
+        digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
+    else:
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+    return body | {"version": digest}
+
+
+def _cohort_profile() -> FairScoreProfile:
+    x, _ = _two_regions(np.random.default_rng(6), 30)
+    return fit_cohort_profile(x, model="toy", name="k", top_k=10, fitted_on={"dataset": "toy"})
+
+
+def test_every_field_is_in_the_version(tmp_path: Path) -> None:
+    """Each field a score, a decision or a report reads changes the version when edited; an
+    edited threshold under the old version is refused."""
+    cohort = _cohort_profile()
+    x, _ = _two_regions(np.random.default_rng(7), 30)
+    clusters = fit_profile(x, model="toy", name="c", clusters=4)
+    edits = [
+        (cohort, {"global_threshold": -1.0}),
+        (cohort, {"target_fmr": 0.5}),
+        (cohort, {"top_k": cohort.top_k - 1}),
+        (cohort, {"cohort": cohort.cohort[::-1]}),
+        (cohort, {"model": "other@000000000000"}),
+        (cohort, {"name": "other"}),
+        (cohort, {"fitted_on": {"dataset": "other"}}),
+        (cohort, {"created": "2020-01-01T00:00:00+00:00"}),
+        (cohort, {"rounds": 2}),
+        (clusters, {"global_threshold": clusters.global_threshold + 1}),
+        (clusters, {"centroids": clusters.centroids[::-1]}),
+        (clusters, {"deltas": [d + 0.1 for d in clusters.deltas]}),
+    ]
+    seen = {cohort.version, clusters.version}
+    for profile, change in edits:
+        version = replace(profile, **change).version
+        assert version not in seen, change
+        seen.add(version)
+    path = tmp_path / "k.json"
+    cohort.save(path)
+    data = json.loads(path.read_text())
+    data["global_threshold"] = -1.0
+    path.write_text(json.dumps(data))
+    with pytest.raises(CalibrationError, match="does not match its version"):
+        load_profile(path)
+
+
+def _ragged(d: dict[str, Any]) -> None:
+    d["cohort"][3] = d["cohort"][3][:-1]
+
+
+def _set(key: str, value: object) -> Callable[[dict[str, Any]], None]:
+    def edit(d: dict[str, Any]) -> None:
+        d[key] = value
+
+    return edit
+
+
+def _nan_in_cohort(d: dict[str, Any]) -> None:
+    d["cohort"][0][0] = float("nan")
+
+
+def _not_unit(d: dict[str, Any]) -> None:
+    d["cohort"][0] = [v * 2 for v in d["cohort"][0]]
+
+
+MALFORMED: list[tuple[Callable[[dict[str, Any]], None], str]] = [
+    (_ragged, "not rectangular"),
+    (_set("top_k", "5"), "top_k must be an integer"),
+    (_set("top_k", True), "top_k must be an integer"),
+    (_set("top_k", 0), r"top_k must lie in \[1, 60\]"),
+    (_set("top_k", 61), r"top_k must lie in \[1, 60\]"),
+    (_set("global_threshold", float("nan")), "global_threshold must be a finite number"),
+    (_set("global_threshold", float("inf")), "global_threshold must be a finite number"),
+    (_set("global_threshold", "2.46"), "global_threshold must be a finite number"),
+    (_set("target_fmr", 2.0), "target_fmr must lie in"),
+    (_nan_in_cohort, "NaN or infinite"),
+    (_not_unit, "not unit vectors"),
+    (_set("cohort", [[1.0, 0.0]]), "at least 2 cohort templates"),
+    (_set("cohort", "abc"), "list of rows"),
+    (_set("name", "n" * 201), "at most 200"),
+    (_set("name", "\ud800"), "lone surrogates"),
+    (_set("name", "a\nb"), "control characters"),
+    (_set("name", ""), "non-empty"),
+    (_set("model", 5), "the model must be a non-empty string"),
+    (_set("fitted_on", {"x": float("nan")}), "not finite"),
+    (_set("fitted_on", {"x": "\udfff"}), "lone surrogate"),
+    (_set("fitted_on", []), "JSON object"),
+    (_set("deltas", [0.1]), "no centroids, deltas or clusters"),
+    (_set("rounds", 0), "rounds must be at least 1"),
+    (_set("extra", 1), "unknown fields 'extra'"),
+]
+
+
+@pytest.mark.parametrize(("edit", "message"), MALFORMED, ids=[m for _, m in MALFORMED])
+def test_a_malformed_profile_is_refused_whatever_version_it_claims(
+    edit: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    data = json.loads(profile_json(_cohort_profile()))
+    edit(data)
+    with pytest.raises(CalibrationError, match=message):
+        parse_profile(json.dumps(_claimed(data)), where="upload")
+
+
+def test_malformed_clusters_are_refused() -> None:
+    x, _ = _two_regions(np.random.default_rng(8), 30)
+    good = json.loads(profile_json(fit_profile(x, model="toy", name="c", clusters=4)))
+    for edit, message in [
+        (lambda d: d["centroids"][1].append(0.0), "not rectangular"),
+        (lambda d: d["deltas"].pop(), "as many centroids as deltas"),
+        (lambda d: d.update(clusters=5), "as many centroids as deltas"),
+        (lambda d: d["deltas"].__setitem__(0, "0.1"), "deltas must be a list of numbers"),
+        (lambda d: d.update(top_k=3), "no cohort and no top_k"),
+    ]:
+        data = json.loads(json.dumps(good))
+        edit(data)
+        with pytest.raises(CalibrationError, match=message):
+            parse_profile(json.dumps(_claimed(data)), where="upload")
+    profile = parse_profile(json.dumps(good), where="upload", dimension=32)
+    assert profile.dimension == 32
+    with pytest.raises(CalibrationError, match="holds 32-d templates, the model gives 128-d"):
+        parse_profile(json.dumps(good), where="upload", dimension=128)
+    with pytest.raises(CalibrationError, match="at most 200"):
+        fit_profile(x, model="toy", name="c" * 201, clusters=4)
+
+
+def test_a_legacy_profile_loads_from_the_store_only() -> None:
+    """A /1 profile (its version over the normalisation terms only) still loads where it was
+    stored, under the version galleries name it by; an upload or a file of it is refused, and
+    so is one whose terms were edited."""
+    current = _cohort_profile()
+    legacy = _claimed(json.loads(profile_json(current)) | {"format": "yingyan.fair-score/1"})
+    text = json.dumps(legacy)
+    with pytest.raises(CalibrationError, match="fit it again"):
+        parse_profile(text, where="upload")
+    stored = parse_profile(text, where="stored", legacy=True)
+    assert stored.version == legacy["version"] and len(stored.version) == 12
+    assert json.loads(profile_json(stored))["version"] == legacy["version"]
+    x, _ = _two_regions(np.random.default_rng(9), 10)
+    assert np.array_equal(stored.scores(x, x), current.scores(x, x))
+    edited = legacy | {"top_k": 3}
+    with pytest.raises(CalibrationError, match="does not match its version"):
+        parse_profile(json.dumps(edited), where="stored", legacy=True)

@@ -28,9 +28,11 @@ from yingyan.privacy import (
     Keyring,
     KeyringError,
     KeySource,
+    PlaintextRefusedError,
     TemplateCipher,
     UnknownKeyError,
     add_key,
+    blob_key_id,
     create_keyring,
     key_source,
     load_cipher,
@@ -211,15 +213,28 @@ def test_rotation_reencrypts_everything_then_the_old_key_retires(
         _read(db, ids[0], old)
 
 
-def test_legacy_plaintext_is_read_with_a_cipher_and_encrypted_by_rotation(db: Database) -> None:
+def test_plaintext_template_is_refused_with_a_cipher_until_migrated(db: Database) -> None:
     gid = _gallery(db)
+    old = _cipher("k1")
+    sealed = _add(db, gid, "sealed", 4, old)
     tid = _add(db, gid, "legacy", 3, None)
     assert _raw(db, tid) == _unit(3).tobytes()  # what databases before encryption hold
-    cipher = _cipher("k1")
+    assert np.array_equal(_read(db, tid, None), _unit(3))  # no key configured: nothing sealed
+    cipher = TemplateCipher(Keyring("k2", {**old.keyring.keys, "k2": bytes(32)}))
+    with pytest.raises(PlaintextRefusedError, match="yingyan encryption migrate") as refused:
+        _read(db, tid, cipher)  # unauthenticated: it could have been planted
+    assert refused.value.code == "plaintext_refused"
+    with db.session() as s, pytest.raises(PlaintextRefusedError):
+        list(iter_template_batches(s, gallery_id=gid, cipher=cipher))
+    sealed_blob = _raw(db, sealed)
+
+    report = rotate_templates(db, cipher, only_plaintext=True)  # the migration step
+    assert (report.scanned, report.rewritten) == (2, 1)
+    assert _raw(db, sealed) == sealed_blob  # a sealed row is left as it is, under k1
+    assert blob_key_id(_raw(db, tid)) == "k2" and _unit(3).tobytes() not in _raw(db, tid)
     assert np.array_equal(_read(db, tid, cipher), _unit(3))
-    assert rotate_templates(db, cipher).rewritten == 1
-    assert _raw(db, tid) != _unit(3).tobytes()
-    assert np.array_equal(_read(db, tid, cipher), _unit(3))
+    assert np.array_equal(_read(db, sealed, cipher), _unit(4))
+    assert key_usage(db).by_key == {"k1": 1, "k2": 1} and key_usage(db).plaintext == 0
 
 
 # -- key sources -------------------------------------------------------------------------------
@@ -286,17 +301,20 @@ def test_index_file_is_encrypted_on_disk(tmp_path: Path) -> None:
         FaissIndex.open(IndexSpec(), renamed, DIM, model="m", cipher=cipher)
 
 
-def test_plaintext_index_file_loads_and_is_resealed(tmp_path: Path) -> None:
+def test_plaintext_index_file_is_refused_until_resealed(tmp_path: Path) -> None:
     path = tmp_path / "gallery-1-m.faiss"
     vectors = np.stack([_unit(i) for i in range(5)])
     plain = FaissIndex.open(IndexSpec(), path, DIM, model="m")
     plain.add(np.arange(1, 6), vectors)
     plain.save()
     assert vectors[0].tobytes() in path.read_bytes()  # the legacy file holds vectors in clear
+    assert FaissIndex.open(IndexSpec(), path, DIM, model="m").ids().tolist() == [1, 2, 3, 4, 5]
     old, new = _cipher("k1"), _cipher("k1", "k2", active="k2")
+    with pytest.raises(VectorIndexError, match="not encrypted.*yingyan encryption migrate"):
+        FaissIndex.open(IndexSpec(), path, DIM, model="m", cipher=old)
+    assert reseal_file(path, old) is True and reseal_file(path, old) is False
     legacy = FaissIndex.open(IndexSpec(), path, DIM, model="m", cipher=old)
     assert legacy.ids().tolist() == [1, 2, 3, 4, 5]
-    assert reseal_file(path, old) is True and reseal_file(path, old) is False
     assert vectors[0].tobytes() not in path.read_bytes()
     rotated = TemplateCipher(
         Keyring("k2", {"k1": old.keyring.keys["k1"], "k2": new.keyring.keys["k2"]})

@@ -13,6 +13,8 @@ DETECTORS: tuple[str, ...] = ("hog", "cnn", "yunet", "hog+cnn")
 BackendName = Literal["onnx", "dlib"]
 BACKENDS: tuple[str, ...] = ("onnx", "dlib")
 MAX_JITTER = 8
+MIN_WORK_PIXELS = 1_000_000  # a 250x250 LFW image upsampled once, as a CNN canvas
+MAX_WORK_PIXELS = 32_000_000  # default of ImageLimits.max_work_pixels
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +25,17 @@ class ImageLimits:
     max_pixels: int = 40_000_000  # 40 MP: bigger than any phone photo, far below a bomb
     min_side: int = 16
     max_aspect: float = 20.0
+    # The largest array a detector may build from an image: the upsampled image (HOG, YuNet)
+    # or the MMOD CNN's tiled pyramid canvas (~3.6x the upsampled image; ~43 bytes of
+    # onnxruntime memory per canvas pixel, so 32 MP is ~1.4 GB). The input limit alone is not
+    # enough: one upsampling quadruples the pixels, so a blank 40 MP PNG would make a 576 MP
+    # canvas. Detectors upsample less (the MMOD CNN also shrinks) to stay within it; full HD
+    # keeps dlib's one upsampling.
+    max_work_pixels: int = MAX_WORK_PIXELS
+
+    def __post_init__(self) -> None:
+        if self.max_work_pixels < MIN_WORK_PIXELS:
+            raise ConfigError(f"max_work_pixels must be at least {MIN_WORK_PIXELS}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from yingyan.detection import most_central
 from yingyan.detection.base import largest
 from yingyan.engine import Engine
 from yingyan.errors import YingyanError
-from yingyan.gallery.service import EnrollItem, GalleryService
+from yingyan.gallery.service import EnrollItem, GalleryService, Hook
 from yingyan.store import enrolled_images, get_gallery
 from yingyan.types import Box, ModelId, Template
 
@@ -174,12 +174,14 @@ def enroll_manifest(
     policy: FacePolicy = "single",
     batch_size: int = 32,
     show_progress: bool = True,
+    audit: Hook | None = None,
 ) -> EnrollmentReport:
     """Bulk enrollment, resumable: rows whose (external id, image hash) are already in the
-    gallery are skipped; every batch is committed before the next, so after a crash or Ctrl-C
-    a rerun adds nothing twice and loses nothing."""
+    gallery are skipped; every batch is committed before the next (with its audit entry, from
+    `audit` given the batch's (template id, new) pairs), so after a crash or Ctrl-C a rerun
+    adds nothing twice and loses nothing."""
     rows = read_manifest(manifest)
-    with service.db.session() as s:
+    with service.db.read() as s:
         g = get_gallery(s, name=gallery)
         done = enrolled_images(s, gallery_id=g.id)
         min_quality, keep_images, model = g.min_quality, g.keep_images, g.model
@@ -210,7 +212,7 @@ def enroll_manifest(
                     assert sample.vector is not None and sample.sha256 is not None
                     items.append(_item(row, sample, model, keep_images))
                     report.rows.append((row, "enrolled", ""))
-            service.enroll(gallery, items, save=False)
+            service.enroll(gallery, items, save=False, audit=audit)
             progress.advance(task, sum(len(by_path[p]) for p in paths))
     service.save_index(gallery)
     return report

@@ -1,5 +1,6 @@
 """Batch template extraction: many image files → one row per face, for offline jobs (bulk
-enrollment, evaluation) and for the benchmarks. Unreadable files are reported, not fatal."""
+enrollment, evaluation) and for the benchmarks. Unreadable files and files without a face are
+reported, not fatal (unaligned photos often hold no detectable face)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from yingyan.batch import map_batches
 from yingyan.config import EngineConfig
 from yingyan.engine import Engine
 from yingyan.errors import ImageError, YingyanError
-from yingyan.types import RGBImage
+from yingyan.types import Face, RGBImage
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 
@@ -67,18 +68,22 @@ def faces_of_files(engine: Engine, paths: list[str]) -> list[FileFaces]:
         if r is not None:
             out.append(r)
             continue
-        fs = next(faces)
-        vectors = [f.template.vector for f in fs if f.template is not None]
-        out.append(
-            FileFaces(
-                boxes=np.array([f.detection.box.as_list() for f in fs], np.float32).reshape(-1, 4),
-                scores=np.array([f.detection.score for f in fs], np.float32),
-                quality=np.array([f.quality.score for f in fs], np.float32),
-                templates=np.array(vectors, np.float32).reshape(len(fs), -1),
-                engine=about,
-            )
-        )
+        out.append(_file_faces(next(faces), about))
     return out
+
+
+def _file_faces(fs: list[Face], about: dict[str, str]) -> FileFaces:
+    """The rows of one file's faces; a file without a face gives zero rows (of width 0, since
+    no template says the dimension), which `extract` reports rather than concatenates."""
+    vectors = [f.template.vector for f in fs if f.template is not None]
+    templates = np.array(vectors, np.float32) if vectors else np.zeros((0, 0), np.float32)
+    return FileFaces(
+        boxes=np.array([f.detection.box.as_list() for f in fs], np.float32).reshape(-1, 4),
+        scores=np.array([f.detection.score for f in fs], np.float32),
+        quality=np.array([f.quality.score for f in fs], np.float32),
+        templates=templates,
+        engine=about,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,7 @@ class Extraction:
     quality: npt.NDArray[np.float32]
     templates: npt.NDArray[np.float32]
     failures: dict[str, str]
+    no_face: list[str]  # readable files in which no face was found
     images: int
     describe: dict[str, str]
 
@@ -102,6 +108,7 @@ class Extraction:
             "templates": self.templates,
             "failed_paths": np.array(list(self.failures), dtype=str),
             "failed_reasons": np.array(list(self.failures.values()), dtype=str),
+            "no_face_paths": np.array(self.no_face, dtype=str),
         }
         arrays.update({k: np.array(v) for k, v in self.describe.items()})
         np.savez_compressed(out, **arrays)
@@ -120,18 +127,20 @@ def extract(
         description="embedding",
         show_progress=show_progress,
     )
-    rows = [(str(f), r) for f, r in zip(files, results, strict=True) if r.error is None]
-    dim = next((r.templates.shape[1] for _, r in rows if len(r.templates)), 0)
-    describe = next((r.engine for _, r in rows if r.engine), {})
+    readable = [(str(f), r) for f, r in zip(files, results, strict=True) if r.error is None]
+    rows = [(p, r) for p, r in readable if len(r.boxes)]
+    dim = next((r.templates.shape[1] for _, r in rows), 0)
+    describe = next((r.engine for _, r in readable if r.engine), {})
     return Extraction(
         paths=[p for p, r in rows for _ in range(len(r.boxes))],
         boxes=np.concatenate([r.boxes for _, r in rows] or [np.zeros((0, 4), np.float32)]),
         scores=np.concatenate([r.scores for _, r in rows] or [np.zeros(0, np.float32)]),
         quality=np.concatenate([r.quality for _, r in rows] or [np.zeros(0, np.float32)]),
         templates=np.concatenate(
-            [r.templates.reshape(-1, dim) for _, r in rows] or [np.zeros((0, dim), np.float32)]
+            [r.templates for _, r in rows] or [np.zeros((0, dim), np.float32)]
         ),
         failures={str(f): r.error for f, r in zip(files, results, strict=True) if r.error},
+        no_face=[p for p, r in readable if not len(r.boxes)],
         images=len(files),
         describe=describe,
     )

@@ -16,7 +16,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from yingyan.config import DETECTORS, EngineConfig, ImageLimits
+from yingyan.config import (
+    DETECTORS,
+    MAX_WORK_PIXELS,
+    MIN_WORK_PIXELS,
+    EngineConfig,
+    ImageLimits,
+)
 from yingyan.errors import ConfigError
 
 IndexKind = Literal["flat", "flat16", "ivf", "hnsw", "milvus"]
@@ -47,9 +53,14 @@ class Settings(BaseSettings):
     recognizer_model: Path | None = None
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=40_000_000, ge=4096)
+    # The largest array a detector builds from an image (upsampled image / CNN canvas).
+    max_work_pixels: int = Field(default=MAX_WORK_PIXELS, ge=MIN_WORK_PIXELS)
     max_faces: int = Field(default=20, ge=1, le=1000)  # an image with more faces is refused
     key_file: Path | None = None  # template encryption keyring; default data_dir/template-keys
     template_key: str | None = None  # or the keyring itself (JSON or one base64 key)
+    # /docs, /redoc and /openapi.json need a valid key (any role) unless this is set: the schema
+    # maps every route and field, which an anonymous caller need not learn.
+    public_docs: bool = False
     log_level: str = "INFO"
     log_json: bool = True
     settings_file: Path | None = None
@@ -81,7 +92,11 @@ class Settings(BaseSettings):
         return self.data_dir / "index"
 
     def engine_config(self) -> EngineConfig:
-        limits = ImageLimits(max_bytes=self.max_upload_bytes, max_pixels=self.max_image_pixels)
+        limits = ImageLimits(
+            max_bytes=self.max_upload_bytes,
+            max_pixels=self.max_image_pixels,
+            max_work_pixels=self.max_work_pixels,
+        )
         return EngineConfig(
             detector=self.detector,  # type: ignore[arg-type]  # checked by _known_detector
             yunet_model=self.yunet_model,

@@ -8,6 +8,10 @@ so the database never holds a usable key and the token is shown once, when it is
 A fast hash is enough here, unlike for passwords: a slow KDF (bcrypt, scrypt, argon2) protects
 low-entropy secrets against guessing, but guessing a 256-bit random secret is hopeless at any
 speed, and a slow hash on every request would only cost latency and invite denial of service.
+
+A key's scope is a set of gallery ids, never names: ids are never reused (AUTOINCREMENT on
+SQLite, sequences on PostgreSQL), so a gallery deleted and created again under the same name is
+a new gallery that no old key reaches.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,15 +31,32 @@ from sqlalchemy.orm import Session
 
 from yingyan.access.roles import Role, parse_role
 from yingyan.store.repository import ConflictError, InvalidValueError, NotFoundError, try_insert
-from yingyan.store.tables import ApiKeyRow, utcnow
+from yingyan.store.tables import ApiKeyRow, GalleryRow, utcnow
 
 TOKEN_TAG: Final = "yy"
 _PREFIX_HEX_BYTES: Final = 6  # 12 hex characters: a public name, unique by constraint
 _SECRET_BYTES: Final = 32
 _TOKEN = re.compile(r"yy_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 _INSERT_ATTEMPTS: Final = 5  # a prefix collision (48 bits) is rare; retry with a new one
+ACTOR_LIMIT: Final = 200  # characters of an audit entry's actor (the audit log refuses more)
+_LABEL_OVERHEAD: Final = len("key:()") + 2 * _PREFIX_HEX_BYTES
+MAX_NAME: Final = ACTOR_LIMIT - _LABEL_OVERHEAD  # 182: any key's label fits the audit log
+# Control, format (bidi overrides, zero-width), surrogate, private-use and unassigned code
+# points, and line/paragraph separators: each could forge or hide text where a label is shown,
+# and a lone surrogate cannot even be encoded.
+_REFUSED_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 KeyStatus = Literal["active", "revoked", "expired"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedGallery:
+    """One gallery of a key's scope: `id` is what the scope holds; `name` is the gallery's name
+    when the key was read, None when that gallery has been deleted (the scope reaches nothing
+    there, whatever is created later under its old name)."""
+
+    id: int
+    name: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,19 +67,33 @@ class ApiKey:
     prefix: str
     name: str
     role: Role
-    galleries: tuple[str, ...] | None  # None: every gallery
+    scope: tuple[ScopedGallery, ...] | None  # None: every gallery; () reaches none
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
     rotated_from: int | None
 
-    def can_access(self, gallery: str) -> bool:
-        return self.galleries is None or gallery in self.galleries
+    def can_access(self, gallery_id: int) -> bool:
+        """Whether the key reaches the gallery with this id (its identity, not its name)."""
+        return self.scope is None or any(g.id == gallery_id for g in self.scope)
+
+    @property
+    def gallery_ids(self) -> tuple[int, ...] | None:
+        return None if self.scope is None else tuple(g.id for g in self.scope)
+
+    @property
+    def gallery_names(self) -> tuple[str, ...] | None:
+        """Names of the scope's galleries that still exist (None: every gallery)."""
+        if self.scope is None:
+            return None
+        return tuple(g.name for g in self.scope if g.name is not None)
 
     @property
     def label(self) -> str:
-        """How the key appears as the actor of audit entries."""
-        return f"key:{self.prefix}({self.name})"
+        """How the key appears as the actor of audit entries: always within the audit log's
+        limit, even for a key stored before names were bounded."""
+        name = self.name if len(self.name) <= MAX_NAME else self.name[: MAX_NAME - 1] + "…"
+        return f"key:{self.prefix}({name})"
 
     def status(self, now: datetime | None = None) -> KeyStatus:
         if self.revoked_at is not None:
@@ -73,7 +109,8 @@ class ApiKey:
             "prefix": self.prefix,
             "name": self.name,
             "role": self.role,
-            "galleries": None if self.galleries is None else list(self.galleries),
+            "galleries": None if self.scope is None else [g.name for g in self.scope],
+            "gallery_ids": None if self.scope is None else [g.id for g in self.scope],
             "created_at": self.created_at.isoformat(),
             "expires_at": _iso(self.expires_at),
             "revoked_at": _iso(self.revoked_at),
@@ -96,11 +133,12 @@ def create_key(
     galleries: Sequence[str] | None = None,
     expires_at: datetime | None = None,
 ) -> IssuedKey:
-    """A new key for `role`, scoped to `galleries` (None: every gallery)."""
+    """A new key for `role`, scoped to the galleries now named `galleries` (None: every
+    gallery). The scope holds their ids: a name that names no gallery is NotFoundError."""
     row = ApiKeyRow(
         name=_name(name),
         role=parse_role(role),
-        galleries=_scope(galleries),
+        gallery_ids=_scope(session, galleries),
         expires_at=_expiry(expires_at),
     )
     return _issue(session, row)
@@ -111,11 +149,11 @@ def list_keys(session: Session, *, include_revoked: bool = False) -> list[ApiKey
     query = select(ApiKeyRow).order_by(ApiKeyRow.id)
     if not include_revoked:
         query = query.where(ApiKeyRow.revoked_at.is_(None))
-    return [_key(row) for row in session.scalars(query)]
+    return [_key(session, row) for row in session.scalars(query)]
 
 
 def get_key(session: Session, *, prefix: str) -> ApiKey:
-    return _key(_row(session, prefix))
+    return _key(session, _row(session, prefix))
 
 
 def revoke_key(session: Session, *, prefix: str) -> ApiKey:
@@ -124,7 +162,7 @@ def revoke_key(session: Session, *, prefix: str) -> ApiKey:
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         session.flush()
-    return _key(row)
+    return _key(session, row)
 
 
 def rotate_key(session: Session, *, prefix: str) -> IssuedKey:
@@ -132,14 +170,14 @@ def rotate_key(session: Session, *, prefix: str) -> IssuedKey:
 
     A revoked or expired key is not rotated: rotation must not bring a dead key back to life."""
     old = _row(session, prefix)
-    status = _key(old).status()
+    status = _key(session, old).status()
     if status != "active":
         raise ConflictError(f"key {prefix} is {status}: create a new key instead")
     old.revoked_at = utcnow()
     new = ApiKeyRow(
         name=old.name,
         role=old.role,
-        galleries=None if old.galleries is None else list(old.galleries),
+        gallery_ids=None if old.gallery_ids is None else list(old.gallery_ids),
         expires_at=old.expires_at,
         rotated_from=old.id,
     )
@@ -156,8 +194,17 @@ def authenticate(session: Session, token: str, *, now: datetime | None = None) -
     row = _find(session, match[1])
     if row is None or not hmac.compare_digest(row.secret_sha256, _sha256(token)):
         return None
-    key = _key(row)
+    key = _key(session, row)
     return key if key.status(now) == "active" else None
+
+
+def reaches(session: Session, key: ApiKey, gallery: str) -> bool:
+    """Whether `key` may use the gallery named `gallery` now: its scope holds the id of the
+    gallery that has this name (a scoped key reaches no gallery that does not exist)."""
+    if key.scope is None:
+        return True
+    gallery_id = session.scalar(select(GalleryRow.id).where(GalleryRow.name == gallery))
+    return gallery_id is not None and key.can_access(gallery_id)
 
 
 def count_active_keys(session: Session, *, now: datetime | None = None) -> int:
@@ -183,7 +230,7 @@ def _issue(session: Session, row: ApiKeyRow) -> IssuedKey:
         token = f"{TOKEN_TAG}_{prefix}_{secrets.token_urlsafe(_SECRET_BYTES)}"
         row.prefix, row.secret_sha256 = prefix, _sha256(token)
         if try_insert(session, row):
-            return IssuedKey(_key(row), token)
+            return IssuedKey(_key(session, row), token)
     raise ConflictError("could not find an unused key prefix; try again")
 
 
@@ -198,13 +245,13 @@ def _row(session: Session, prefix: str) -> ApiKeyRow:
     return row
 
 
-def _key(row: ApiKeyRow) -> ApiKey:
+def _key(session: Session, row: ApiKeyRow) -> ApiKey:
     return ApiKey(
         id=row.id,
         prefix=row.prefix,
         name=row.name,
         role=parse_role(row.role),
-        galleries=None if row.galleries is None else tuple(row.galleries),
+        scope=None if row.gallery_ids is None else _scoped(session, row.gallery_ids),
         created_at=row.created_at,
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
@@ -212,18 +259,37 @@ def _key(row: ApiKeyRow) -> ApiKey:
     )
 
 
+def _scoped(session: Session, ids: Sequence[int]) -> tuple[ScopedGallery, ...]:
+    """The scope's ids in stored order, each with its gallery's current name (None: gone)."""
+    names = dict(
+        session.execute(select(GalleryRow.id, GalleryRow.name).where(GalleryRow.id.in_(ids)))
+        .tuples()
+        .all()
+    )
+    return tuple(ScopedGallery(i, names.get(i)) for i in ids)
+
+
 def _name(name: str) -> str:
+    """A stripped name whose audit label fits the audit log and whose text is printable."""
+    if not isinstance(name, str):
+        raise InvalidValueError("a key name is text")
     name = name.strip()
     if not name:
         raise InvalidValueError("a key needs a name (who or what uses it)")
-    if len(name) > 200:
-        raise InvalidValueError("a key name has at most 200 characters")
+    if len(name) > MAX_NAME:
+        raise InvalidValueError(f"a key name has at most {MAX_NAME} characters")
+    bad = next((c for c in name if unicodedata.category(c) in _REFUSED_CATEGORIES), None)
+    if bad is not None:
+        raise InvalidValueError(
+            f"a key name holds no control, format, surrogate or unassigned character "
+            f"(found U+{ord(bad):04X})"
+        )
     return name
 
 
-def _scope(galleries: Sequence[str] | None) -> list[str] | None:
-    """Distinct, stripped gallery names in the given order; an empty scope is refused because
-    it would read as "every gallery" to anyone who confuses [] with None."""
+def _scope(session: Session, galleries: Sequence[str] | None) -> list[int] | None:
+    """Ids of the distinct galleries named, in the given order. An empty scope is refused
+    because it would read as "every gallery" to anyone who confuses [] with None."""
     if galleries is None:
         return None
     if isinstance(galleries, str):
@@ -231,7 +297,17 @@ def _scope(galleries: Sequence[str] | None) -> list[str] | None:
     names = list(dict.fromkeys(g.strip() for g in galleries))
     if not names or "" in names:
         raise InvalidValueError("a key's gallery scope lists non-empty names (or none: all)")
-    return names
+    found = dict(
+        session.execute(select(GalleryRow.name, GalleryRow.id).where(GalleryRow.name.in_(names)))
+        .tuples()
+        .all()
+    )
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise NotFoundError(
+            f"no gallery named {missing[0]!r}: a key is scoped to existing galleries"
+        )
+    return [found[n] for n in names]
 
 
 def _expiry(expires_at: datetime | None) -> datetime | None:

@@ -7,17 +7,19 @@ with its key/role dependency → errors turned into JSON. Inference runs in work
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from yingyan import __version__
-from yingyan.access.keys import count_active_keys, create_key
-from yingyan.api import compreface, errors
+from yingyan.access.keys import authenticate, count_active_keys, create_key, list_keys
+from yingyan.api import compreface, errors, schemas
 from yingyan.api.inference import InferencePool
 from yingyan.api.observability import (
     BodyLimitMiddleware,
@@ -26,11 +28,13 @@ from yingyan.api.observability import (
     configure_logging,
 )
 from yingyan.api.routes import audit, biometrics, galleries, subjects, system
+from yingyan.api.security import current_key
 from yingyan.api.state import AppState
 from yingyan.audit.log import AuditRecord, append
 from yingyan.gallery.index import IndexSpec
 from yingyan.gallery.service import GalleryService
 from yingyan.privacy import DEFAULT_KEY_FILE, ENV_KEY, TemplateCipher, key_source, open_cipher
+from yingyan.privacy.files import private_dir, private_file, write_private
 from yingyan.settings import Settings
 from yingyan.store import Database, open_database
 
@@ -40,10 +44,15 @@ INITIAL_KEY_FILE = "initial-admin-key"
 
 
 def bootstrap_admin_key(db: Database, data_dir: Path) -> Path | None:
-    """On a service without any key, create one admin key and write it to a file only the
-    owner can read (it is not printed, so it does not end up in logs). Returns the file."""
+    """On a service without any key, create one admin key and write it to a new file only the
+    owner can read (it is not printed, so it does not end up in logs). Returns the file.
+
+    The file is a hand-over, not a store: on a later start it is removed once it is no longer
+    needed (`retire_initial_key_file`), and kept private meanwhile."""
+    path = data_dir / INITIAL_KEY_FILE
     with db.session() as session:
         if count_active_keys(session) > 0:
+            retire_initial_key_file(session, path)
             return None
         issued = create_key(session, name="initial admin", role="admin")
         append(
@@ -54,11 +63,38 @@ def bootstrap_admin_key(db: Database, data_dir: Path) -> Path | None:
                 details={"prefix": issued.key.prefix, "role": "admin"},
             ),
         )
-        path = data_dir / INITIAL_KEY_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(issued.token + "\n")
+        # A new inode, mode 0600: a file left there keeps neither its mode nor its links.
+        write_private(path, (issued.token + "\n").encode("ascii"))
     return path
+
+
+def retire_initial_key_file(session: Session, path: Path) -> str | None:
+    """Remove the initial admin key file when its key no longer authenticates (revoked,
+    rotated, expired) or another active admin key exists (the operator has their own, e.g.
+    from `yingyan keys create --role admin`): an admin secret does not stay on disk for good.
+    Else make sure it is private. Audited; returns why it was removed, or None."""
+    if not path.is_file():
+        return None
+    try:
+        token = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        token = ""
+    key = authenticate(session, token)
+    reason = None
+    if key is None:
+        reason = "its key is no longer valid"
+    elif any(
+        k.role == "admin" and k.id != key.id and k.status() == "active" for k in list_keys(session)
+    ):
+        reason = "another admin key exists"
+    if reason is None:
+        private_file(path)  # an older version may have left it readable
+        return None
+    path.unlink(missing_ok=True)
+    details = {"reason": reason} | ({"prefix": key.prefix} if key is not None else {})
+    append(session, AuditRecord("system:bootstrap", "key.initial_file_removed", details=details))
+    log.info("initial admin key file removed", extra={"path": str(path), "reason": reason})
+    return reason
 
 
 def service_cipher(settings: Settings) -> TemplateCipher:
@@ -70,7 +106,7 @@ def service_cipher(settings: Settings) -> TemplateCipher:
 
 
 def open_state(settings: Settings, metrics: Metrics) -> AppState:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)  # database, keyring, index files, initial admin key
     db = open_database(settings.database_url, settings.data_dir)
     cipher = service_cipher(settings)
     milvus = None
@@ -79,8 +115,28 @@ def open_state(settings: Settings, metrics: Metrics) -> AppState:
     service = GalleryService(
         db, settings.index_dir, IndexSpec(kind=settings.index), milvus, cipher=cipher
     )
+    service.remove_orphans()  # files of galleries deleted by a process that then crashed
     pool = InferencePool(settings.engine_config(), settings.workers, settings.max_faces)
     return AppState(settings, db, service, pool, metrics)
+
+
+def install_docs(app: FastAPI, *, public: bool) -> None:
+    """/openapi.json, /docs (Swagger UI) and /redoc. They need a valid key of any role unless
+    `public`, so that "every route but /health and /ready needs a key" holds by default; a
+    browser then needs a proxy that adds the key header (or `public_docs` on a trusted host)."""
+    guard = [] if public else [Depends(current_key)]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guard)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=guard)
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=guard)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} API")
 
 
 Announce = Callable[[Settings, Path | None], None]
@@ -110,21 +166,27 @@ def create_app(settings: Settings | None = None, announce: Announce | None = Non
             state.galleries.close()
             state.db.close()
 
+    public = "/health, /ready and these docs" if settings.public_docs else "/health and /ready"
     app = FastAPI(
         title="Yingyan",
         version=__version__,
         summary="Open, accountable face recognition: detect, verify, identify.",
         description=(
-            "Every route but /health and /ready needs an API key (`x-api-key` header or "
+            f"Every route but {public} needs an API key (`x-api-key` header or "
             "`Authorization: Bearer`). Identification returns candidates for human review, "
             "never decisions. Probe images and templates are never stored."
         ),
         lifespan=lifespan,
+        openapi_url=None,  # served by install_docs, behind a key unless settings.public_docs
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app, public=settings.public_docs)
     errors.install(app)
     for module in (system, galleries, subjects, biometrics, audit):
         app.include_router(module.router)
     app.include_router(compreface.router)
+    schemas.install_links(app)  # OpenAPI links: create → read, change, delete
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
     return app

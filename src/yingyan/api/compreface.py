@@ -4,21 +4,28 @@ against Yingyan unchanged.
 
 Mapping: a CompreFace "face collection" is one gallery, the one the `x-api-key` is scoped to
 (create such a key with `yingyan keys create --gallery NAME`); `image_id` is the template id;
-`similarity` is the cosine score clipped to [0, 1]; `probability` maps the detector's score to
-[0, 1]. Plugins: `landmarks` (5 points) and `calculator` (the probe's embedding) are served;
-age, gender and mask classifiers do not exist here by design and are ignored. Searches of a
-watchlist collection need `purpose` and `case_reference` query parameters, as on the native API.
+`similarity` is CompreFace's scale: two different people score low, 0.5 is the operating
+threshold (the gallery's, else the model's default) and each higher value is a documented false
+match rate (`yingyan.comparison.similarity`), the same in verify, recognize and faces/{id}/verify;
+`probability` maps the detector's score to [0, 1]. Plugins: `landmarks` (5 points) and
+`calculator` (the probe's embedding) are served; age, gender and mask classifiers do not exist
+here by design and are ignored. Searches of a watchlist collection (recognize,
+faces/{id}/verify) need `purpose` and `case_reference` query parameters, as on the native API;
+a search refused for want of them is audited.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from contextlib import suppress
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Body, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.orm import Session
 
 from yingyan.access.keys import ApiKey
 from yingyan.api.errors import ApiError
@@ -27,6 +34,10 @@ from yingyan.api.routes.biometrics import candidates_detail
 from yingyan.api.routes.subjects import enrol_face
 from yingyan.api.security import current_key, require, require_collection
 from yingyan.api.state import AppState, get_state
+from yingyan.calibration.fair_score import FairScoreProfile
+from yingyan.comparison.similarity import SimilarityScale, scale_for
+from yingyan.comparison.thresholds import get_threshold
+from yingyan.errors import ConfigError
 from yingyan.gallery.service import GalleryService
 from yingyan.store import (
     NotFoundError,
@@ -86,8 +97,61 @@ def box(face: Face) -> dict[str, float | int]:
     }
 
 
-def similarity(score: float) -> float:
-    return round(min(1.0, max(0.0, score)), 5)
+def model_scale(model: str) -> SimilarityScale:
+    """The scale of plain cosine scores of `model`: 0.5 at the model's default threshold."""
+    try:
+        threshold: float | None = get_threshold(model.split("@")[0]).score
+    except ConfigError:
+        threshold = None
+    return scale_for(model, threshold)
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionScale:
+    """What the CompreFace routes need of a collection to search it and shape its scores."""
+
+    kind: str
+    scale: SimilarityScale
+    profile: FairScoreProfile | None
+
+
+def collection_scale(galleries: GalleryService, gallery: str) -> CollectionScale:
+    """The collection's kind, its calibration profile and its similarity scale: 0.5 at its
+    operating threshold (its own, its profile's, else the model's default)."""
+    with galleries.db.read() as session:
+        row = get_gallery(session, name=gallery)
+        session.expunge(row)
+    profile = galleries.profile(row)
+    own = galleries.decision_threshold(gallery)
+    if own is None:
+        return CollectionScale(row.kind, model_scale(row.model), profile)
+    scale = scale_for(row.model, own[0], normalised=profile is not None)
+    return CollectionScale(row.kind, scale, profile)
+
+
+async def refuse_unjustified_search(
+    state: AppState,
+    key: ApiKey,
+    gallery: str,
+    kind: str,
+    operation: str,
+    purpose: str | None,
+    case_reference: str | None,
+) -> None:
+    """A watchlist search must say why and for which case; a refusal is audited."""
+    if kind != "watchlist" or (purpose and case_reference):
+        return
+    await state.record(
+        key,
+        operation,
+        outcome="refused",
+        gallery=gallery,
+        details={"reason": "purpose_required", "api": "compreface"},
+    )
+    raise ApiError(
+        "purpose_required",
+        "a watchlist search needs purpose and case_reference query parameters",
+    )
 
 
 def _filtered(faces: list[Face], det_prob: float | None, limit: int) -> list[Face]:
@@ -149,7 +213,7 @@ async def list_faces(
     size: Annotated[int, Query(ge=1, le=1000)] = 20,
     subject: Annotated[str | None, Query(max_length=255)] = None,
 ) -> dict[str, Any]:
-    rows, total = await state.gallery_call(
+    rows, total = await state.call(
         lambda g: g.list_templates(
             gallery, external_id=subject or None, offset=page * size, limit=size
         )
@@ -173,30 +237,24 @@ async def delete_faces_of_subject(
 ) -> dict[str, int]:
     """Delete every example of `subject` (of the whole collection if no subject is given)."""
 
-    def erase(galleries: GalleryService) -> int:
-        erased = 0
-        while True:
-            rows, _ = galleries.list_templates(gallery, external_id=subject or None, limit=500)
-            if not rows:
-                return erased
-            for tid, _name in rows:
-                galleries.erase_template(gallery, tid)
-                erased += 1
-
-    if subject:
-        await state.gallery_call(lambda g: _subject_exists(g, gallery, subject))
-    deleted = await state.gallery_call(erase)
-    await state.record(
+    audit = state.audit_hook(
         key,
         "face.erase",
         gallery=gallery,
-        details={"subject": subject, "templates_erased": deleted, "api": "compreface"},
+        details=lambda erased: {
+            "subject": subject,
+            "templates_erased": len(erased),
+            "api": "compreface",
+        },
     )
-    return {"deleted": deleted}
+    erased = await state.call(
+        lambda g: g.erase_templates(gallery, external_id=subject or None, audit=audit)
+    )
+    return {"deleted": len(erased)}
 
 
 def _subject_exists(galleries: GalleryService, gallery: str, subject: str) -> None:
-    with galleries.db.session() as session:
+    with galleries.db.read() as session:
         g = get_gallery(session, name=gallery)
         get_subject(session, gallery_id=g.id, external_id=subject)
 
@@ -204,7 +262,7 @@ def _subject_exists(galleries: GalleryService, gallery: str, subject: str) -> No
 def _subject_names(galleries: GalleryService, gallery: str) -> list[str]:
     """Every subject of the gallery, paged through by id."""
     out: list[str] = []
-    with galleries.db.session() as session:
+    with galleries.db.read() as session:
         g = get_gallery(session, name=gallery)
         after = None
         while rows := list_subjects(session, gallery_id=g.id, limit=1000, after_id=after):
@@ -214,7 +272,7 @@ def _subject_names(galleries: GalleryService, gallery: str) -> list[str]:
 
 
 def _image_id(image_id: str) -> int:
-    if not image_id.isdigit() or len(image_id) > 18:
+    if not (image_id.isascii() and image_id.isdigit()) or len(image_id) > 18:  # not '²'
         raise NotFoundError(f"no face with image_id {image_id!r}")
     return int(image_id)
 
@@ -227,13 +285,13 @@ async def delete_face(
     gallery: Annotated[str, Depends(require_collection("subjects:write"))],
 ) -> dict[str, str]:
     tid = _image_id(image_id)
-    subject = await state.gallery_call(lambda g: g.erase_template(gallery, tid))
-    await state.record(
+    audit = state.audit_hook(
         key,
         "face.erase",
         gallery=gallery,
-        details={"subject": subject, "template_id": tid, "api": "compreface"},
+        details=lambda subject: {"subject": subject, "template_id": tid, "api": "compreface"},
     )
+    subject = await state.call(lambda g: g.erase_template(gallery, tid, audit=audit))
     return {"image_id": image_id, "subject": subject}
 
 
@@ -246,24 +304,20 @@ async def delete_faces(
 ) -> list[dict[str, str]]:
     """Delete several examples by id; unknown ids are skipped, as CompreFace does."""
 
-    def erase(galleries: GalleryService) -> list[dict[str, str]]:
-        out = []
-        for image_id in image_ids:
-            try:
-                subject = galleries.erase_template(gallery, _image_id(image_id))
-            except NotFoundError:
-                continue
-            out.append({"image_id": image_id, "subject": subject})
-        return out
-
-    deleted = await state.gallery_call(erase)
-    await state.record(
+    wanted = []
+    for image_id in image_ids:
+        with suppress(NotFoundError):  # not an id at all: skipped like an unknown one
+            wanted.append(_image_id(image_id))
+    audit = state.audit_hook(
         key,
         "face.erase",
         gallery=gallery,
-        details={"template_ids": [d["image_id"] for d in deleted], "api": "compreface"},
+        details=lambda erased: {"template_ids": [t for t, _ in erased], "api": "compreface"},
     )
-    return deleted
+    erased = await state.call(
+        lambda g: g.erase_templates(gallery, wanted, missing_ok=True, audit=audit)
+    )
+    return [{"image_id": str(t), "subject": subject} for t, subject in erased]
 
 
 @router.post(RECOGNITION + "/faces/{image_id}/verify", openapi_extra=image_body("file"))
@@ -277,35 +331,58 @@ async def verify_with_face(
     det_prob_threshold: DetProb = None,
     face_plugins: Plugins = "",
     status: Status = False,
+    purpose: Purpose = None,
+    case_reference: CaseRef = None,
 ) -> dict[str, Any]:
     """Compare the faces of an image with one stored example."""
     tid = _image_id(image_id)
+    collection = await state.call(lambda g: collection_scale(g, gallery))
+    await refuse_unjustified_search(
+        state, key, gallery, collection.kind, "verify.subject", purpose, case_reference
+    )
     data = (await read_images(request, "file"))["file"]
 
     def reference(galleries: GalleryService) -> tuple[str, np.ndarray]:
         return galleries.template_vector(gallery, tid)
 
-    subject, vector = await state.gallery_call(reference)
+    subject, vector = await state.call(reference)
     started = time.perf_counter()
     faces = _filtered(await state.inference.faces(data), det_prob_threshold, limit)
+    scores = _scores_against(collection.profile, faces, vector)
     result = []
-    for f in faces:
-        assert f.template is not None
+    for f, score in zip(faces, scores, strict=True):
         entry = _face_json(f, face_plugins, started, status)
-        entry["similarity"] = similarity(float(np.dot(f.template.vector, vector)))
+        entry["similarity"] = collection.scale.similarity(score)
         result.append(entry)
     await state.record(
         key,
         "verify.subject",
         gallery=gallery,
+        purpose=purpose,
+        case_reference=case_reference,
         details={
             "subject": subject,
             "template_id": tid,
-            "scores": [r["similarity"] for r in result],
+            "scores": [round(s, 4) for s in scores],
+            "similarities": [r["similarity"] for r in result],
             "api": "compreface",
         },
     )
     return {"result": result}
+
+
+def _scores_against(
+    profile: FairScoreProfile | None, faces: list[Face], vector: np.ndarray
+) -> list[float]:
+    """Each face's score against one stored template, normalised in a calibrated collection
+    (the scale its threshold is on)."""
+    probes = [f.template.vector for f in faces if f.template is not None]
+    if not probes:
+        return []
+    stack = np.stack(probes).astype(np.float32)
+    reference = vector[None, :].astype(np.float32)
+    raw = (stack @ reference.T)[:, 0] if profile is None else profile.scores(stack, reference)[:, 0]
+    return [float(s) for s in raw]
 
 
 # -- recognition: recognize --------------------------------------------------------------------
@@ -328,26 +405,21 @@ async def recognize(
     """Every face of the image with its `prediction_count` most similar subjects: candidates
     for a human to review."""
 
-    def kind(galleries: GalleryService) -> str:
-        with galleries.db.session() as session:
-            return get_gallery(session, name=gallery).kind
-
-    gallery_kind = await state.gallery_call(kind)
-    if gallery_kind == "watchlist" and not (purpose and case_reference):
-        raise ApiError(
-            "purpose_required",
-            "a watchlist search needs purpose and case_reference query parameters",
-        )
+    collection = await state.call(lambda g: collection_scale(g, gallery))
+    await refuse_unjustified_search(
+        state, key, gallery, collection.kind, "identify", purpose, case_reference
+    )
     data = (await read_images(request, "file"))["file"]
     started = time.perf_counter()
     faces = _filtered(await state.inference.faces(data), det_prob_threshold, limit)
     templates = [f.template for f in faces if f.template is not None]
-    found = await state.gallery_call(lambda g: g.identify(gallery, templates, k=prediction_count))
+    found = await state.call(lambda g: g.identify(gallery, templates, k=prediction_count))
     result = []
     for f, candidates in zip(faces, found, strict=True):
         entry = _face_json(f, face_plugins, started, status)
         entry["subjects"] = [
-            {"subject": c.external_id, "similarity": similarity(c.score)} for c in candidates
+            {"subject": c.external_id, "similarity": collection.scale.similarity(c.score)}
+            for c in candidates
         ]
         result.append(entry)
     await state.record(
@@ -382,13 +454,12 @@ async def add_subject(
     if not name or len(name) > 255:
         raise ApiError("invalid_value", "subject must be 1 to 255 characters")
 
-    def create(galleries: GalleryService) -> None:
-        with galleries.db.session() as session:
-            g = get_gallery(session, name=gallery)
-            get_or_create_subject(session, gallery_id=g.id, external_id=name)
+    def create(session: Session) -> None:
+        g = get_gallery(session, name=gallery)
+        get_or_create_subject(session, gallery_id=g.id, external_id=name)
 
-    await state.gallery_call(create)
-    await state.record(key, "subject.create", gallery=gallery, details={"subject": name})
+    audit = state.audit_hook(key, "subject.create", gallery=gallery, details={"subject": name})
+    await state.act(create, audit)
     return {"subject": name}
 
 
@@ -398,7 +469,7 @@ async def list_subject_names(
     state: State, key: Key, gallery: Annotated[str, Depends(require_collection("subjects:read"))]
 ) -> dict[str, list[str]]:
 
-    subjects = await state.gallery_call(lambda g: _subject_names(g, gallery))
+    subjects = await state.call(lambda g: _subject_names(g, gallery))
     await state.record(key, "subject.list", gallery=gallery, details={"count": len(subjects)})
     return {"subjects": subjects}
 
@@ -414,10 +485,10 @@ async def rename_subject(
     new = body.subject.strip()
     if not new or len(new) > 255:
         raise ApiError("invalid_value", "subject must be 1 to 255 characters")
-    await state.gallery_call(lambda g: g.rename_subject(gallery, subject, new))
-    await state.record(
+    audit = state.audit_hook(
         key, "subject.rename", gallery=gallery, details={"subject": subject, "to": new}
     )
+    await state.call(lambda g: g.rename_subject(gallery, subject, new, audit=audit))
     return {"updated": True}
 
 
@@ -428,13 +499,13 @@ async def delete_subject(
     key: Key,
     gallery: Annotated[str, Depends(require_collection("subjects:write"))],
 ) -> dict[str, str]:
-    removed = await state.gallery_call(lambda g: g.erase_subject(gallery, subject))
-    await state.record(
+    audit = state.audit_hook(
         key,
         "subject.erase",
         gallery=gallery,
-        details={"subject": subject, "templates_erased": removed, "api": "compreface"},
+        details=lambda ids: {"subject": subject, "templates_erased": len(ids), "api": "compreface"},
     )
+    await state.call(lambda g: g.erase_subject(gallery, subject, audit=audit))
     return {"subject": subject}
 
 
@@ -443,16 +514,10 @@ async def delete_all_subjects(
     state: State, key: Key, gallery: Annotated[str, Depends(require_collection("subjects:write"))]
 ) -> dict[str, int]:
 
-    def erase(galleries: GalleryService) -> int:
-        names = _subject_names(galleries, gallery)
-        for name in names:
-            galleries.erase_subject(gallery, name)
-        return len(names)
-
-    deleted = await state.gallery_call(erase)
-    await state.record(
-        key, "subject.erase", gallery=gallery, details={"subjects": deleted, "all": True}
+    audit = state.audit_hook(
+        key, "subject.erase", gallery=gallery, details=lambda n: {"subjects": n, "all": True}
     )
+    deleted = await state.call(lambda g: g.erase_all_subjects(gallery, audit=audit))
     return {"deleted": deleted}
 
 
@@ -479,21 +544,29 @@ async def verify(
         await state.inference.faces(images["target_image"]), det_prob_threshold, limit
     )
     assert source.template is not None
+    scale = model_scale(str(source.template.model))
     matches = []
     for t in targets:
         assert t.template is not None
         entry = _face_json(t, face_plugins, started, status)
-        entry["similarity"] = similarity(float(np.dot(source.template.vector, t.template.vector)))
-        matches.append(entry)
-    matches.sort(key=lambda m: -m["similarity"])
+        score = float(np.dot(source.template.vector, t.template.vector))
+        entry["similarity"] = scale.similarity(score)
+        matches.append((score, entry))
+    matches.sort(key=lambda m: -m[0])
     result: dict[str, Any] = {
         "source_image_face": _face_json(source, face_plugins, started, status),
-        "face_matches": matches,
+        "face_matches": [entry for _, entry in matches],
     }
     if status:
         result["plugins_versions"] = _versions(state)
     await state.record(
-        key, "verify", details={"scores": [m["similarity"] for m in matches], "api": "compreface"}
+        key,
+        "verify",
+        details={
+            "scores": [round(score, 4) for score, _ in matches],
+            "similarities": [entry["similarity"] for _, entry in matches],
+            "api": "compreface",
+        },
     )
     return {"result": [result]}
 

@@ -10,6 +10,7 @@ from typing import Final
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from yingyan.errors import YingyanError
@@ -37,6 +38,7 @@ STATUS: Final[dict[str, int]] = {
     "store_unavailable": 503,
     "model_unavailable": 503,
     "not_ready": 503,
+    "inference_unavailable": 503,
 }
 
 
@@ -82,6 +84,13 @@ def install(app: FastAPI) -> None:
             exc.status_code, "bad_request" if exc.status_code < 500 else "server_error"
         )
         return error_response(request, exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        # Every unit of work rolls back whole (its audit entry included): nothing happened.
+        log.error("database error", extra={"path": request.url.path, "error": str(exc.orig)})
+        message = "the database refused the operation; nothing was changed: retry later"
+        return error_response(request, 503, "store_unavailable", message)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:

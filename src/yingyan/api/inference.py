@@ -4,18 +4,26 @@ Processes rather than threads because dlib's HOG detector holds the GIL: in a th
 stall every request while it scans an image. Workers are spawned (not forked: the server has
 threads) and load their models in the initializer, so the first request does not pay for it.
 Images cross as bytes and faces come back as picklable dataclasses; nothing is kept.
+
+A worker that dies (killed, out of memory, a crash in native code) breaks the whole
+ProcessPoolExecutor: every job in it fails and it accepts no more. The pool is then replaced
+by a new one (at most once per broken pool, however many requests saw it break) and the
+requests that were in it are run again once: inference is idempotent, so a retry is safe.
+While the replacement loads its models the pool is not ready (`/ready` answers 503).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
+from yingyan.api.errors import ApiError
 from yingyan.config import EngineConfig
 from yingyan.detection.base import largest
 from yingyan.engine import Engine
@@ -23,6 +31,8 @@ from yingyan.errors import NoFaceError, SeveralFacesError, TooManyFacesError
 from yingyan.types import Face, ModelId
 
 T = TypeVar("T")
+log = logging.getLogger("yingyan.api")
+ATTEMPTS = 2  # a job whose pool broke is run once more on the replacement
 
 # The Engine of this worker process, set once by `_start_worker`. Module state is how a
 # process pool hands per-process resources to its jobs; the server process never reads it
@@ -77,21 +87,33 @@ class InferencePool:
     """`await pool.faces(image_bytes)` runs the engine in a worker and returns its faces."""
 
     def __init__(self, config: EngineConfig, workers: int, max_faces: int) -> None:
+        self.config = config
         self.workers = workers
         self.max_faces = max_faces
-        self._executor: Executor
-        if workers == 0:
-            self._executor = ThreadPoolExecutor(1, "inference", _start_worker, (config,))
-        else:
-            context = multiprocessing.get_context("spawn")
-            self._executor = ProcessPoolExecutor(workers, context, _start_worker, (config,))
         self.info: EngineInfo | None = None
+        self.replacements = 0  # pools replaced since start (each after a worker died)
+        self._executor = self._new_executor()
+        self._generation = 0  # bumped with each replacement: who saw which pool break
+        self._replacing = asyncio.Lock()
+        self._warming = False
+        self._healing: asyncio.Task[None] | None = None
+
+    def _new_executor(self) -> Executor:
+        if self.workers == 0:
+            return ThreadPoolExecutor(1, "inference", _start_worker, (self.config,))
+        context = multiprocessing.get_context("spawn")
+        return ProcessPoolExecutor(self.workers, context, _start_worker, (self.config,))
 
     async def start(self) -> EngineInfo:
         """Start every worker (models loaded) and learn which model they run."""
-        infos = await asyncio.gather(*(self._run(_info) for _ in range(max(1, self.workers))))
-        self.info = infos[0]
+        self.info = await self._warm(self._executor)
         return self.info
+
+    async def _warm(self, executor: Executor) -> EngineInfo:
+        loop = asyncio.get_running_loop()
+        jobs = (loop.run_in_executor(executor, _info) for _ in range(max(1, self.workers)))
+        infos = await asyncio.gather(*jobs)
+        return infos[0]
 
     @property
     def model(self) -> ModelId:
@@ -99,11 +121,65 @@ class InferencePool:
             raise RuntimeError("the inference pool has not started")
         return self.info.model
 
+    def unready_reason(self) -> str | None:
+        """Why the pool cannot answer now (None: it can). A pool found broken while idle
+        is replaced in the background, so a probe alone brings it back."""
+        if self.info is None:
+            return "the inference workers are starting"
+        if self._warming:
+            return "an inference worker died; its replacement is loading the models"
+        if self._broken():
+            self._heal()
+            return "an inference worker died; it is being replaced"
+        return None
+
+    def _broken(self) -> bool:
+        # Set by the executor's manager thread as soon as a worker process dies, even with no
+        # job running; there is no public accessor.
+        return bool(getattr(self._executor, "_broken", False))
+
+    def _heal(self) -> None:
+        if self._healing is None or self._healing.done():
+            self._healing = asyncio.get_running_loop().create_task(self._replace(self._generation))
+
     async def faces(self, data: bytes, *, embed: bool = True, policy: str = "all") -> list[Face]:
         return await self._run(partial(_faces, data, embed, self.max_faces, policy))
 
     async def _run(self, job: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, job)
+        loop = asyncio.get_running_loop()
+        for _ in range(ATTEMPTS):
+            executor, generation = self._executor, self._generation
+            try:
+                return await loop.run_in_executor(executor, job)
+            except BrokenExecutor:
+                await self._replace(generation)
+        raise ApiError(
+            "inference_unavailable",
+            "inference workers died while handling this request; retry later",
+        )
+
+    async def _replace(self, generation: int) -> None:
+        """Replace the pool that broke under `generation`, unless another request already
+        did; every request waits here until the replacement has loaded its models."""
+        async with self._replacing:
+            if self._generation != generation:
+                return
+            log.warning(
+                "inference worker died; replacing the pool", extra={"workers": self.workers}
+            )
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._new_executor()
+            self._generation += 1
+            self.replacements += 1
+            self._warming = True
+            try:
+                await self._warm(self._executor)
+            except BrokenExecutor:
+                log.error("the replacement inference pool broke while starting")
+            finally:
+                self._warming = False
 
     def close(self) -> None:
+        if self._healing is not None:
+            self._healing.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)

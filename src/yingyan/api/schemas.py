@@ -4,27 +4,99 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import FastAPI, Path, Query
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from yingyan.store.repository import DB_INT_MAX, DB_INT_MIN
 from yingyan.types import Face
 
 Name = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$")
 
+# -- bounded input types: every integer fits the database's signed 64 bits, every float is
+# finite, every text is encodable, every JSON document is bounded: bad input is a 422, not a
+# driver's OverflowError (500) deep in a query. The store checks ids again (`_db_int`).
+
+TemplateId = Annotated[
+    int, Path(ge=0, le=DB_INT_MAX, description="a template id (`template_id` of an enrolment)")
+]
+AfterId = Annotated[
+    int | None, Query(ge=0, le=DB_INT_MAX, description="next_after of the previous page")
+]
+MAX_METADATA_KEYS: Final = 64
+MAX_JSON_DEPTH: Final = 32
+
+
+def _encodable(text: str) -> str:
+    """Refuse lone surrogates (JSON `"\\ud800"` decodes to one): no database, log or JSON
+    response can encode them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+MAX_METADATA_TEXT: Final = 2000
+
+
+def _metadata_value(value: str | bool | int | float | None) -> str | bool | int | float | None:
+    """One scalar of subject metadata: finite, 64-bit, encodable and at most 2,000 characters."""
+    if isinstance(value, str) and len(value) > MAX_METADATA_TEXT:
+        raise ValueError(f"text values have at most {MAX_METADATA_TEXT} characters")
+    check_json(value)
+    return value
+
+
+MetadataKey = Annotated[Text, StringConstraints(min_length=1, max_length=100)]
+# NaN passes the float branch (the model config refuses it there) to meet one clear message.
+MetadataValue = Annotated[
+    str | bool | int | Annotated[float, Field(allow_inf_nan=True)] | None,
+    AfterValidator(_metadata_value),
+]
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_KEYS)]
+
+
+def check_json(value: Any, depth: int = 0) -> Any:
+    """A JSON document as Python's json module decoded it, refused (ValueError) if it holds
+    what JSON cannot carry: NaN or infinity (json accepts the `NaN` literal), integers beyond
+    64 bits, lone surrogates, or nesting deeper than MAX_JSON_DEPTH."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("numbers must be finite (no NaN or infinity)")
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not DB_INT_MIN <= value <= DB_INT_MAX:
+            raise ValueError("integers must fit in 64 bits")
+    elif isinstance(value, str):
+        _encodable(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _encodable(key)
+            check_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            check_json(item, depth + 1)
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(check_json)]
+
 
 class Strict(BaseModel):
     """Request bodies: unknown fields and type coercions (true as 1.0, "1" as 1) are refused;
-    times stay ISO 8601 strings (strict=False on those fields only)."""
+    times stay ISO 8601 strings (strict=False on those fields only); floats are finite."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class GalleryIn(Strict):
     name: str = Name
     kind: Literal["enrollment", "watchlist"] = "enrollment"
-    purpose: str = Field(min_length=1, max_length=2000)
-    legal_basis: str = Field(min_length=1, max_length=2000)
+    purpose: Text = Field(min_length=1, max_length=2000)
+    legal_basis: Text = Field(min_length=1, max_length=2000)
     expires_at: datetime | None = Field(default=None, strict=False)
     keep_images: bool = False
     min_quality: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -47,15 +119,15 @@ class GalleryOut(BaseModel):
 
 
 class ConsentIn(Strict):
-    purpose: str = Field(min_length=1, max_length=2000)
-    reference: str = Field(min_length=1, max_length=2000)
+    purpose: Text = Field(min_length=1, max_length=2000)
+    reference: Text = Field(min_length=1, max_length=2000)
     expires_at: datetime | None = Field(default=None, strict=False)
 
 
 class SubjectIn(Strict):
-    external_id: str = Field(min_length=1, max_length=255)
-    display_name: str | None = Field(None, max_length=255)
-    metadata: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    external_id: Text = Field(min_length=1, max_length=255)
+    display_name: Text | None = Field(None, max_length=255)
+    metadata: Metadata = Field(default_factory=dict)
     consent: ConsentIn | None = None
 
 
@@ -234,3 +306,81 @@ _ERRORS = {
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text} for status, text in _ERRORS.items()
 }
+
+
+# -- OpenAPI links: from each create to what reads, changes or deletes the created object -------
+
+_G = "/api/v1/galleries"
+_GALLERY = _G + "/{gallery}"
+_SUBJECTS = _GALLERY + "/subjects"
+_SUBJECT = _SUBJECTS + "/{subject}"
+_CF = "/api/v1/recognition"
+_IN_GALLERY = {"gallery": "$request.path.gallery"}
+_NEW_GALLERY = {"gallery": "$response.body#/name"}
+_NEW_SUBJECT = _IN_GALLERY | {"subject": "$response.body#/external_id"}
+_CF_SUBJECT = {"subject": "$response.body#/subject"}
+_CF_FACE = {"image_id": "$response.body#/image_id"}
+
+Link = tuple[str, str, dict[str, str]]  # target method, target path, parameter expressions
+LINKS: Final[dict[tuple[str, str, str], dict[str, Link]]] = {
+    ("post", _G, "201"): {
+        "GetGallery": ("get", _GALLERY, _NEW_GALLERY),
+        "DeleteGallery": ("delete", _GALLERY, _NEW_GALLERY),
+        "Calibrate": ("put", _GALLERY + "/calibration", _NEW_GALLERY),
+        "Uncalibrate": ("delete", _GALLERY + "/calibration", _NEW_GALLERY),
+        "CreateSubject": ("post", _SUBJECTS, _NEW_GALLERY),
+        "ListSubjects": ("get", _SUBJECTS, _NEW_GALLERY),
+        "Identify": ("post", _GALLERY + "/identify", _NEW_GALLERY),
+    },
+    ("post", _SUBJECTS, "201"): {
+        "GetSubject": ("get", _SUBJECT, _NEW_SUBJECT),
+        "EraseSubject": ("delete", _SUBJECT, _NEW_SUBJECT),
+        "EnrollFace": ("post", _SUBJECT + "/faces", _NEW_SUBJECT),
+        "VerifySubject": ("post", _SUBJECT + "/verify", _NEW_SUBJECT),
+    },
+    ("get", _SUBJECTS, "200"): {
+        "NextPage": ("get", _SUBJECTS, _IN_GALLERY | {"after": "$response.body#/next_after"}),
+    },
+    ("post", _SUBJECT + "/faces", "201"): {
+        "EraseFace": (
+            "delete",
+            _GALLERY + "/faces/{template_id}",
+            _IN_GALLERY | {"template_id": "$response.body#/template_id"},
+        ),
+    },
+    ("get", "/api/v1/audit", "200"): {
+        "NextPage": ("get", "/api/v1/audit", {"after": "$response.body#/next_after"}),
+    },
+    ("post", _CF + "/subjects", "201"): {
+        "RenameSubject": ("put", _CF + "/subjects/{subject}", _CF_SUBJECT),
+        "DeleteSubject": ("delete", _CF + "/subjects/{subject}", _CF_SUBJECT),
+    },
+    ("post", _CF + "/faces", "200"): {
+        "DeleteFace": ("delete", _CF + "/faces/{image_id}", _CF_FACE),
+        "VerifyFace": ("post", _CF + "/faces/{image_id}/verify", _CF_FACE),
+    },
+}
+
+
+def add_links(schema: dict[str, Any]) -> dict[str, Any]:
+    """Put LINKS into an OpenAPI document (in place, idempotent): clients, and schemathesis's
+    stateful tests, follow them to act on the objects they created instead of random names.
+    A link whose source or target is not in the document is a bug: KeyError."""
+    paths = schema["paths"]
+    for (method, path, status), links in LINKS.items():
+        response = paths[path][method]["responses"][status]
+        response["links"] = {
+            name: {"operationId": paths[target][verb]["operationId"], "parameters": params}
+            for name, (verb, target, params) in links.items()
+        }
+    return schema
+
+
+def install_links(app: FastAPI) -> None:
+    """Serve the app's OpenAPI document with LINKS (FastAPI builds it once and caches it)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        return add_links(build())
+
+    app.openapi = openapi  # type: ignore[method-assign]

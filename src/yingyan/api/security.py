@@ -3,7 +3,9 @@ annotations` here: FastAPI must see the dependency closures' annotations evaluat
 
 A key comes in the `x-api-key` header (CompreFace's) or as `Authorization: Bearer <key>`
 (Prometheus scrapers). A route declares the permission it needs; a gallery route also checks
-the key's gallery scope. A valid key refused for its role or scope is audited ("denied")."""
+the key's gallery scope against the gallery's identity (its id: a gallery created again under
+an old name is another gallery), and a service-wide route (metrics) refuses scoped keys. A
+valid key refused for its role or scope is audited ("denied")."""
 
 from collections.abc import Awaitable, Callable
 from typing import Annotated
@@ -12,7 +14,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from yingyan.access.keys import ApiKey, authenticate
+from yingyan.access.keys import ApiKey, authenticate, reaches
 from yingyan.access.roles import Permission, allows
 from yingyan.api.errors import ApiError
 from yingyan.api.state import AppState, get_state
@@ -34,7 +36,7 @@ async def current_key(
         raise ApiError("unauthenticated", "an API key is required (x-api-key header)")
 
     def check() -> ApiKey | None:
-        with state.db.session() as session:
+        with state.db.read() as session:
             return authenticate(session, token)
 
     key = await run_in_threadpool(check)
@@ -77,12 +79,37 @@ def require_gallery(permission: Permission) -> Callable[..., Awaitable[ApiKey]]:
         state: Annotated[AppState, Depends(get_state)],
         key: Annotated[ApiKey, Depends(require(permission))],
     ) -> ApiKey:
-        if not key.can_access(gallery):
+        # A scoped key is refused alike whether the gallery is outside its scope or does not
+        # exist (a new gallery under a deleted one's name is outside): the answer reveals
+        # nothing of galleries the key does not reach.
+        if key.scope is not None and not await run_in_threadpool(_reaches, state, key, gallery):
             why = f"this key is not allowed to use gallery {gallery!r}"
             await _deny(state, key, f"{request.method} {_route(request)}", gallery, why)
         return key
 
     return dependency
+
+
+def require_unscoped(permission: Permission) -> Callable[..., Awaitable[ApiKey]]:
+    """Dependency of service-wide routes, whose answer covers every gallery at once (metrics
+    count requests and audit entries of all galleries): a key scoped to galleries is refused."""
+
+    async def dependency(
+        request: Request,
+        state: Annotated[AppState, Depends(get_state)],
+        key: Annotated[ApiKey, Depends(require(permission))],
+    ) -> ApiKey:
+        if key.scope is not None:
+            why = "this covers every gallery: it needs a key not scoped to galleries"
+            await _deny(state, key, f"{request.method} {_route(request)}", None, why)
+        return key
+
+    return dependency
+
+
+def _reaches(state: AppState, key: ApiKey, gallery: str) -> bool:
+    with state.db.read() as session:
+        return reaches(session, key, gallery)
 
 
 def _route(request: Request) -> str:
@@ -94,12 +121,15 @@ def require_collection(permission: Permission) -> Callable[..., Awaitable[str]]:
     collection" is one gallery: the one the key is scoped to), if its role grants `permission`."""
 
     async def dependency(key: Annotated[ApiKey, Depends(require(permission))]) -> str:
-        if key.galleries is None or len(key.galleries) != 1:
+        if key.scope is None or len(key.scope) != 1:
             raise ApiError(
                 "compreface_collection",
                 "CompreFace routes act on one face collection: use a key scoped to exactly one "
                 "gallery (yingyan keys create --gallery NAME)",
             )
-        return key.galleries[0]
+        name = key.scope[0].name  # the name, when the key was read, of the gallery it holds
+        if name is None:
+            raise ApiError("not_found", "the face collection of this key has been deleted")
+        return name
 
     return dependency

@@ -1,25 +1,32 @@
 """What the running service holds: settings, the database, the gallery service, the inference
-pool and the metrics. Built in the app's lifespan and reached through `request.app.state`."""
+pool and the metrics. Built in the app's lifespan and reached through `request.app.state`.
+
+Every state-changing route is one unit of work: `act` (or a gallery service write given the
+`hook` of `audit_hook`) does the act and appends its audit entry in one transaction, so an act
+is never left without its entry. The entry's fixed fields are checked before the act. Searches
+and refusals change nothing but the log: `record` commits their entry before the answer goes.
+"""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from fastapi import Request
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from yingyan.access.keys import ApiKey
 from yingyan.api.inference import InferencePool
 from yingyan.api.observability import Metrics
-from yingyan.audit.log import AuditRecord, append
-from yingyan.gallery.service import GalleryService
+from yingyan.audit.log import AuditRecord, append, check_record
+from yingyan.gallery.service import GalleryService, Hook
 from yingyan.settings import Settings
 from yingyan.store import Database
 
 T = TypeVar("T")
+Details = Mapping[str, Any] | Callable[[Any], Mapping[str, Any]] | None
 
 
 @dataclass
@@ -29,29 +36,42 @@ class AppState:
     galleries: GalleryService
     inference: InferencePool
     metrics: Metrics
-    # The gallery service keeps open indexes that are not safe for concurrent writes and
-    # searches; one lock serialises gallery work (each call is milliseconds, inference is not
-    # under it).
-    gallery_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def gallery_call(self, fn: Callable[[GalleryService], T]) -> T:
-        """Run a gallery operation in a thread, under the gallery lock."""
+    async def call(self, fn: Callable[[GalleryService], T]) -> T:
+        """Run gallery work in a thread. No lock here: the gallery service lets searches run
+        in parallel and locks only the gallery an index update concerns."""
+        return await run_in_threadpool(fn, self.galleries)
 
-        def locked() -> T:
-            with self.gallery_lock:
-                return fn(self.galleries)
+    def audit_hook(
+        self,
+        key: ApiKey,
+        operation: str,
+        *,
+        gallery: str | None = None,
+        purpose: str | None = None,
+        case_reference: str | None = None,
+        details: Details = None,
+    ) -> Hook:
+        """The hook that appends an act's entry in the act's own transaction; `details` may be
+        a function of the act's result. The record is checked now, before the act."""
+        base = AuditRecord(key.label, operation, "ok", gallery, purpose, case_reference, {})
+        check_record(base if callable(details) else replace(base, details=details or {}))
 
-        return await run_in_threadpool(locked)
+        def hook(session: Session, result: Any) -> None:
+            found = details(result) if callable(details) else details
+            append(session, replace(base, details=found or {}))
+            self.metrics.audit.labels("ok").inc()
+
+        return hook
+
+    async def act(self, work: Callable[[Session], T], audit: Hook) -> T:
+        """A database act (one that touches no index) and its entry, in one unit of work."""
+        return await run_in_threadpool(lambda: self.galleries.write(work, audit=audit))
 
     async def audit(self, record: AuditRecord) -> None:
-        """Append to the audit log (its own transaction); an operation is answered only once
-        its entry is stored."""
-
-        def write() -> None:
-            with self.db.session() as session:
-                append(session, record)
-
-        await run_in_threadpool(write)
+        """Append an entry in its own unit of work (searches, refusals): the caller answers
+        only once it is committed."""
+        await run_in_threadpool(lambda: self.db.run(lambda s: append(s, record)))
         self.metrics.audit.labels(record.outcome).inc()
 
     async def record(

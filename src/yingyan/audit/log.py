@@ -209,6 +209,12 @@ def entry_hash(
 # -- appending ---------------------------------------------------------------------------------
 
 
+def check_record(record: AuditRecord) -> None:
+    """Refuse (AuditRecordError) a record that `append` would refuse: call it before the act,
+    so that an act is never done and then found unloggable."""
+    _validated(record)
+
+
 def _validated(record: AuditRecord) -> dict[str, Any]:
     if record.outcome not in OUTCOMES:
         raise AuditRecordError(f"outcome must be one of {', '.join(OUTCOMES)}")
@@ -238,6 +244,18 @@ def _text(value: str, what: str, limit: int | None) -> str:
         raise AuditRecordError(f"an audit record needs a non-empty {what}")
     if limit is not None and len(value) > limit:
         raise AuditRecordError(f"audit {what} has at most {limit} characters")
+    return _encodable(value, what)
+
+
+def _encodable(value: str, what: str) -> str:
+    """Text every backend stores and the hash reads back: UTF-8 without NUL (a lone surrogate
+    such as U+D800, which JSON can carry, cannot be encoded; PostgreSQL refuses NUL in text)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise AuditRecordError(f"audit {what} is not valid Unicode text (lone surrogate)") from None
+    if "\x00" in value:
+        raise AuditRecordError(f"audit {what} holds a NUL character")
     return value
 
 
@@ -260,7 +278,7 @@ def _normal(value: Any, path: str) -> Any:
     if value is None or isinstance(value, bool | str):
         if isinstance(value, str) and len(value) > MAX_STRING:
             raise AuditRecordError(f"{path}: strings in audit details are at most {MAX_STRING}")
-        return value
+        return _encodable(value, path) if isinstance(value, str) else value
     if isinstance(value, bytes | bytearray | memoryview | np.ndarray):
         raise AuditRecordError(f"{path}: bytes and arrays (images, templates) are never logged")
     if isinstance(value, int | np.integer):
@@ -286,6 +304,7 @@ def _normal(value: Any, path: str) -> Any:
 def _key(key: Any, path: str) -> str:
     if not isinstance(key, str):
         raise AuditRecordError(f"{path}: keys of audit details are strings, not {key!r}")
+    _encodable(key, path)
     words = [w for w in _WORDS.split(key.lower()) if w]
     if words and words[-1] in FORBIDDEN_WORDS:
         raise AuditRecordError(

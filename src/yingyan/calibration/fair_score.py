@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import math
+import unicodedata
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -38,8 +41,14 @@ from yingyan.errors import DatasetError, YingyanError
 from yingyan.evaluation.metrics import cosine_pairs, threshold_at_fmr
 
 Vectors = npt.NDArray[np.float32]
-FORMAT = "yingyan.fair-score/1"
+FORMAT = "yingyan.fair-score/2"
+# Profiles versioned before every field was hashed: read from the store only (see parse_profile).
+LEGACY_FORMAT = "yingyan.fair-score/1"
 METHODS = ("clusters", "cohort")
+MAX_NAME: Final = 200  # the name goes into audit entries and labels
+MAX_MODEL: Final = 200  # the store's model columns
+MAX_FITTED_ON: Final = 10_000  # characters of the provenance record, as JSON
+_UNIT_TOLERANCE: Final = 1e-3  # centroids and cohort rows are unit vectors (rounded to 1e-6)
 
 
 class CalibrationError(YingyanError):
@@ -106,14 +115,24 @@ class FairScoreProfile:
     cohort: list[list[float]] = field(default_factory=list)
     top_k: int = 0
 
+    _version: str = field(default="", init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_profile(self)
+        object.__setattr__(self, "_version", _version_of(self))
+
     @property
     def version(self) -> str:
-        """Content hash: two profiles with the same version normalise identically."""
-        parts: list[object] = [self.centroids, self.deltas, self.model]
-        if self.method != "clusters":  # unchanged hash for the first profiles
-            parts += [self.method, self.cohort, self.top_k]
-        body = json.dumps(parts)
-        return hashlib.sha256(body.encode()).hexdigest()[:12]
+        """Content hash of every field (sha256): two profiles with the same version are the same
+        profile, so no threshold, cohort or provenance can change under a version an audit
+        entry names. Legacy profiles keep the shorter hash they were stored under."""
+        return self._version
+
+    @property
+    def dimension(self) -> int:
+        """The dimension of the templates it normalises (of its centroids or cohort)."""
+        rows = self.centroids if self.method == "clusters" else self.cohort
+        return len(rows[0])
 
     @property
     def label(self) -> str:
@@ -294,25 +313,219 @@ def fit_cohort_profile(
 
 def profile_json(profile: FairScoreProfile) -> str:
     """The stored form of a profile (a file, or a row of the store), with its version."""
-    return json.dumps(asdict(profile) | {"version": profile.version}, indent=1)
+    return json.dumps(_content(profile) | {"version": profile.version}, indent=1)
 
 
-def parse_profile(text: str, *, where: str) -> FairScoreProfile:
-    """A profile from its stored form; refused if malformed or if its content does not hash
-    to the version it claims (edited after fitting)."""
+def parse_profile(
+    text: str, *, where: str, legacy: bool = False, dimension: int | None = None
+) -> FairScoreProfile:
+    """A profile from its stored form, refused (CalibrationError, a 4xx) if malformed, if its
+    content does not hash to the version it claims (edited after fitting), or if its templates
+    are not `dimension`-d. `legacy`: also read the first format, whose version did not cover
+    the threshold; only for rows already in the store (accepted, and audited, when uploaded),
+    never for a new upload or file."""
     try:
         data = json.loads(text)
     except ValueError as exc:
         raise CalibrationError(f"{where}: not JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict):
+        raise CalibrationError(f"{where} is not a Yingyan fair-score profile ({FORMAT})")
+    found = data.get("format")
+    if found == LEGACY_FORMAT and not legacy:
+        raise CalibrationError(
+            f"{where} is a {LEGACY_FORMAT} profile, whose version does not cover its threshold: "
+            "fit it again with this release (`yingyan calibrate fit`)"
+        )
+    if found not in (FORMAT, LEGACY_FORMAT):
         raise CalibrationError(f"{where} is not a Yingyan fair-score profile ({FORMAT})")
     version = data.pop("version", None)
     if data.get("method", "clusters") not in METHODS:
-        raise CalibrationError(f"{where}: unknown method {data.get('method')!r}")
+        raise CalibrationError(f"{where}: unknown method {_shown(data.get('method'))}")
+    expected = {f.name for f in fields(FairScoreProfile) if f.init}
+    if unknown := sorted(str(k) for k in set(data) - expected):
+        raise CalibrationError(f"{where}: unknown fields {', '.join(map(_shown, unknown))}")
     try:
-        profile = FairScoreProfile(**data)
-    except TypeError as exc:
+        profile = FairScoreProfile(**_typed(data))
+    except TypeError as exc:  # a required field is missing
         raise CalibrationError(f"{where}: malformed profile ({exc})") from None
+    except CalibrationError as exc:
+        raise CalibrationError(f"{where}: {exc.message}") from None
     if version != profile.version:
-        raise CalibrationError(f"{where}: content does not match its version {version}")
+        raise CalibrationError(f"{where}: content does not match its version {_shown(version)}")
+    if dimension is not None and profile.dimension != dimension:
+        raise CalibrationError(
+            f"{where}: profile holds {profile.dimension}-d templates, the model gives {dimension}-d"
+        )
     return profile
+
+
+# -- validation --------------------------------------------------------------------------------
+
+_FLOATS: Final = ("target_fmr", "global_threshold")
+
+
+def _typed(data: dict[str, Any]) -> dict[str, Any]:
+    """JSON numbers as the types fitting gives (an integral `2` threshold is the float 2.0), so
+    a profile hashes the same after a round trip; anything else is left for the checks."""
+    out = dict(data)
+    for key in _FLOATS:
+        if _is_number(out.get(key)):
+            out[key] = float(out[key])
+    for key in ("centroids", "cohort"):
+        rows = out.get(key)
+        if isinstance(rows, list) and all(
+            isinstance(r, list) and all(_is_number(v) for v in r) for r in rows
+        ):
+            out[key] = [[float(v) for v in r] for r in rows]
+    deltas = out.get("deltas")
+    if isinstance(deltas, list) and all(_is_number(v) for v in deltas):
+        out["deltas"] = [float(v) for v in deltas]
+    return out
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: object) -> str:
+    """A value quoted for a message: short, and printable whatever it holds."""
+    text = ascii(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_text(value: object, what: str, limit: int) -> None:
+    """Text that can go into an audit entry, a log line or a database column as it is: a
+    non-empty string of at most `limit` characters, without control characters or lone
+    surrogates (not encodable as UTF-8)."""
+    if not isinstance(value, str) or not value.strip():
+        raise CalibrationError(f"{what} must be a non-empty string")
+    if len(value) > limit:
+        raise CalibrationError(f"{what} has {len(value)} characters, at most {limit}")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+        raise CalibrationError(f"{what} holds control characters or lone surrogates")
+
+
+def _check_json(value: object, what: str) -> None:
+    """Provenance: JSON objects, lists, finite numbers and encodable strings only."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise CalibrationError(f"{what} has a key that is not a string")
+            _check_text(k, f"a key of {what}", MAX_NAME)
+            _check_json(v, what)
+    elif isinstance(value, list):
+        for v in value:
+            _check_json(v, what)
+    elif isinstance(value, str):
+        if any(unicodedata.category(c) == "Cs" for c in value):
+            raise CalibrationError(f"{what} holds a lone surrogate")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise CalibrationError(f"{what} holds a number that is not finite")
+    elif value is not None and not isinstance(value, int | bool):
+        raise CalibrationError(f"{what} holds a {type(value).__name__}, not JSON")
+
+
+def _matrix(rows: object, what: str) -> tuple[int, int]:
+    """(rows, dimension) of a rectangular matrix of finite numbers whose rows are unit
+    vectors; (0, 0) if empty."""
+    if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+        raise CalibrationError(f"{what} must be a list of rows of numbers")
+    if not rows:
+        return 0, 0
+    width = len(rows[0])
+    if width == 0 or any(len(r) != width for r in rows):
+        raise CalibrationError(f"{what} is not rectangular: every row needs the same length")
+    if not all(_is_number(v) for r in rows for v in r):
+        raise CalibrationError(f"{what} holds values that are not numbers")
+    array = np.asarray(rows, dtype=np.float64)
+    if not np.isfinite(array).all():
+        raise CalibrationError(f"{what} holds NaN or infinite values")
+    if np.abs(np.linalg.norm(array, axis=1) - 1).max() > _UNIT_TOLERANCE:
+        raise CalibrationError(f"{what} holds rows that are not unit vectors")
+    return len(rows), width
+
+
+def _check_numbers(p: FairScoreProfile) -> None:
+    for key in _FLOATS:
+        value = getattr(p, key)
+        if not _is_number(value) or not math.isfinite(value):
+            raise CalibrationError(f"{key} must be a finite number, not {_shown(value)}")
+    if not 0 < p.target_fmr < 1:
+        raise CalibrationError(f"target_fmr must lie in (0, 1), not {p.target_fmr}")
+    for key in ("clusters", "rounds", "top_k"):
+        if not _is_int(getattr(p, key)):
+            raise CalibrationError(f"{key} must be an integer, not {_shown(getattr(p, key))}")
+    if p.rounds < 1:
+        raise CalibrationError(f"rounds must be at least 1, not {p.rounds}")
+
+
+def _check_method(p: FairScoreProfile) -> None:
+    """The terms of the profile's method are well formed and the other method's are absent,
+    so every stored number is one that scores use."""
+    centroids, _ = _matrix(p.centroids, "centroids")
+    cohort, _ = _matrix(p.cohort, "cohort")
+    deltas = p.deltas
+    if not isinstance(deltas, list) or not all(_is_number(d) for d in deltas):
+        raise CalibrationError("deltas must be a list of numbers")
+    if not all(math.isfinite(d) for d in deltas):
+        raise CalibrationError("deltas hold NaN or infinite values")
+    if p.method == "clusters":
+        if centroids < 1 or p.clusters != centroids or len(deltas) != centroids:
+            raise CalibrationError(
+                f"a clusters profile needs as many centroids as deltas as `clusters` "
+                f"({centroids}, {len(deltas)}, {p.clusters})"
+            )
+        if cohort or p.top_k != 0:
+            raise CalibrationError("a clusters profile holds no cohort and no top_k")
+        return
+    if cohort < 2:
+        raise CalibrationError(f"a cohort profile needs at least 2 cohort templates, not {cohort}")
+    if not 1 <= p.top_k <= cohort:
+        raise CalibrationError(f"top_k must lie in [1, {cohort}] (the cohort size), not {p.top_k}")
+    if centroids or deltas or p.clusters != 0:
+        raise CalibrationError("a cohort profile holds no centroids, deltas or clusters")
+
+
+def _check_profile(p: FairScoreProfile) -> None:
+    """Everything a score or a decision reads is well formed, so a stored profile can never
+    make a search fail: raised as CalibrationError (a 4xx) where the profile is made."""
+    if p.format not in (FORMAT, LEGACY_FORMAT):
+        raise CalibrationError(f"format must be {FORMAT}, not {_shown(p.format)}")
+    if p.method not in METHODS:
+        raise CalibrationError(f"unknown method {_shown(p.method)}")
+    _check_text(p.name, "the profile name", MAX_NAME)
+    _check_text(p.model, "the model", MAX_MODEL)
+    _check_text(p.created, "created", 64)
+    if not isinstance(p.fitted_on, dict):
+        raise CalibrationError("fitted_on must be a JSON object")
+    _check_json(p.fitted_on, "fitted_on")
+    if len(json.dumps(p.fitted_on)) > MAX_FITTED_ON:
+        raise CalibrationError(f"fitted_on is longer than {MAX_FITTED_ON} characters as JSON")
+    _check_numbers(p)
+    _check_method(p)
+
+
+def _content(p: FairScoreProfile) -> dict[str, object]:
+    """The profile's fields, as stored and hashed."""
+    return {f.name: getattr(p, f.name) for f in fields(p) if f.init}
+
+
+def _version_of(p: FairScoreProfile) -> str:
+    if p.format == LEGACY_FORMAT:
+        return _legacy_version(p)
+    body = json.dumps(_content(p), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _legacy_version(p: FairScoreProfile) -> str:
+    """The first format's hash (normalisation terms and model only), kept so that profiles
+    stored under it still load under the version galleries and audit entries name."""
+    parts: list[object] = [p.centroids, p.deltas, p.model]
+    if p.method != "clusters":
+        parts += [p.method, p.cohort, p.top_k]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]

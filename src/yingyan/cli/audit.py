@@ -3,9 +3,9 @@ actor and record helpers the other commands share (no gallery service or index n
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
+import pwd
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated
@@ -25,11 +25,13 @@ out = Console()
 
 
 def cli_actor() -> str:
-    """The audit actor of a command run by hand: the operating-system user."""
+    """The audit actor of a command run by hand: the operating-system account the process runs
+    as (its effective uid), never $USER, $LOGNAME or the like, which anyone can set."""
+    uid = os.geteuid()
     try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no name for this uid (e.g. some containers)
-        user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:  # no name for this uid (e.g. some containers)
+        user = f"uid{uid}"
     return f"cli:{user}"
 
 

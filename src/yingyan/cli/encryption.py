@@ -1,4 +1,5 @@
-"""`yingyan encryption`: the template keyring (init, rotate, retire, status).
+"""`yingyan encryption`: the template keyring (init, rotate, retire, status) and the migration
+of data stored in clear (migrate).
 
 Keys come from `--key-file`, else $YINGYAN_KEY_FILE, else $YINGYAN_TEMPLATE_KEY (the keyring
 JSON or one base64 key), else `<data dir>/template-keys.json`, which gallery commands create
@@ -31,7 +32,7 @@ from yingyan.privacy import (
 )
 
 encryption_app = typer.Typer(
-    help="Template encryption keys: init, rotate, retire, status.", no_args_is_help=True
+    help="Template encryption keys: init, rotate, retire, status, migrate.", no_args_is_help=True
 )
 
 KeyFileOpt = Annotated[
@@ -110,15 +111,62 @@ def rotate(
         details = {
             "active_key": report.active_key,
             "rewritten": report.rewritten,
+            "images": report.images,
             "scanned": report.scanned,
             "index_files": files,
         }
         with db.session() as s:  # key management is audited, never with key material
             record_cli(s, "encryption.rotate", details=details)
     typer.echo(
-        f"{report.rewritten} of {report.scanned} template(s) re-encrypted under "
-        f"{report.active_key}; {files} index file(s) re-encrypted"
+        f"{report.rewritten} of {report.scanned} template(s) and {report.images} kept image(s) "
+        f"re-encrypted under {report.active_key}; {files} index file(s) re-encrypted"
         + (f", {len(dropped)} unreadable one(s) removed (rebuilt on use)" if dropped else "")
+    )
+
+
+@encryption_app.command("migrate")
+@handles_errors
+def migrate(
+    key_file: KeyFileOpt = None,
+    data: DataDirOpt = None,
+    url: DbUrlOpt = None,
+    batch_size: Annotated[int, typer.Option(help="templates per transaction")] = 1000,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Seal under the active key what is stored in clear (templates, kept images, index files
+    from before encryption): refused on read until then. Sealed data is left as it is."""
+    from yingyan.batch import progress_bar
+    from yingyan.privacy.rotation import (
+        count_templates_to_scan,
+        reseal_index_files,
+        rotate_templates,
+    )
+
+    folder = data_dir(data)
+    cipher = service_cipher(key_file, folder)  # creates the default key file, like gallery ones
+    with open_store(folder, url) as db, progress_bar(progress) as bar:
+        task = bar.add_task("sealing", total=count_templates_to_scan(db))
+        report = rotate_templates(
+            db,
+            cipher,
+            batch_size=batch_size,
+            progress=lambda n: bar.advance(task, n),
+            only_plaintext=True,
+        )
+        files, dropped = reseal_index_files(folder / "index", cipher, only_plaintext=True)
+        details = {
+            "active_key": report.active_key,
+            "templates": report.rewritten,
+            "images": report.images,
+            "scanned": report.scanned,
+            "index_files": files,
+        }
+        with db.session() as s:  # audited like the other key operations
+            record_cli(s, "encryption.migrate", details=details)
+    typer.echo(
+        f"{report.rewritten} plaintext template(s), {report.images} kept image(s) and {files} "
+        f"index file(s) sealed under {report.active_key} ({report.scanned} template(s) scanned)"
+        + (f", {len(dropped)} unreadable index file(s) removed (rebuilt on use)" if dropped else "")
     )
 
 
@@ -169,9 +217,14 @@ def status(key_file: KeyFileOpt = None, data: DataDirOpt = None, url: DbUrlOpt =
             state = "MISSING from the keyring: these templates cannot be read"
         table.add_row(key_id, str(count), state)
     table.add_row(
-        "(plaintext)", str(usage.plaintext), "rotate to encrypt" if usage.plaintext else ""
+        "(plaintext)",
+        str(usage.plaintext),
+        "refused on read: `yingyan encryption migrate`" if usage.plaintext else "",
     )
     out.print(table)
+    if usage.images_by_key or usage.plaintext_images:
+        kept = ", ".join(f"{k}: {n}" for k, n in usage.images_by_key.items()) or "none sealed"
+        typer.echo(f"kept images by key: {kept}; in plaintext: {usage.plaintext_images}")
 
 
 def register(app: typer.Typer) -> None:

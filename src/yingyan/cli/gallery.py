@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, cast
 
 import typer
 from rich.table import Table
+from sqlalchemy.orm import Session
 
 from yingyan.cli.options import (
     DEFAULT_DETECTOR,
@@ -26,6 +27,7 @@ from yingyan.cli.options import (
 from yingyan.errors import ConfigError, NoFaceError
 from yingyan.gallery.service import GalleryService
 from yingyan.store import Database
+from yingyan.store.repository import KEEP, Keep
 
 gallery_app = typer.Typer(help="Galleries: create, list, delete.", no_args_is_help=True)
 
@@ -108,18 +110,38 @@ def audit(
     case_reference: str | None = None,
     **details: Any,
 ) -> None:
-    """The audit entry of a gallery command, in its own transaction (see `record_cli`)."""
+    """The audit entry of a search made by a command, in its own transaction, committed
+    before the command answers (see `record_cli`)."""
+    service.db.run(
+        hook(operation, gallery=gallery, purpose=purpose, case_reference=case_reference, **details)
+    )
+
+
+def hook(
+    operation: str,
+    *,
+    gallery: str | None = None,
+    purpose: str | None = None,
+    case_reference: str | None = None,
+    result_details: Callable[[Any], dict[str, Any]] | None = None,
+    **details: Any,
+) -> Callable[..., None]:
+    """The audit entry of an act made by a command, appended in the act's own transaction
+    (a gallery service `audit` hook); `result_details` adds what the act returned."""
     from yingyan.cli.audit import record_cli
 
-    with service.db.session() as s:
+    def append(session: Session, result: Any = None) -> None:
+        found = dict(details) | (result_details(result) if result_details else {})
         record_cli(
-            s,
+            session,
             operation,
             gallery=gallery,
             purpose=purpose,
             case_reference=case_reference,
-            details=details,
+            details=found,
         )
+
+    return append
 
 
 @gallery_app.command("create")
@@ -129,7 +151,10 @@ def create(
     purpose: Annotated[str, typer.Option(help="why this gallery exists (required)")],
     legal_basis: Annotated[str, typer.Option(help="authorization or legal basis (required)")],
     kind: Annotated[str, typer.Option(help="enrollment or watchlist")] = "enrollment",
-    threshold: Annotated[float | None, typer.Option(help="decision threshold (score)")] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="decision threshold on the raw cosine score, in [-1, 1]"),
+    ] = None,
     min_quality: Annotated[float, typer.Option(help="minimum quality to enrol, 0..1")] = 0.0,
     keep_images: Annotated[bool, typer.Option(help="store enrollment images")] = False,
     data: DataDirOpt = None,
@@ -141,21 +166,19 @@ def create(
     from yingyan.store import create_gallery
 
     model = OnnxDlibResNet().model_id
-    with open_service(data, url, key_file=key_file) as service:
-        with service.db.session() as s:
-            create_gallery(
-                s,
-                name=name,
-                kind=cast(Any, kind),
-                purpose=purpose,
-                legal_basis=legal_basis,
-                model=model,
-                threshold=threshold,
-                min_quality=min_quality,
-                keep_images=keep_images,
-            )
-        audit(
-            service,
+    with open_service(data, url, key_file=key_file) as service, service.db.session() as s:
+        create_gallery(
+            s,
+            name=name,
+            kind=cast(Any, kind),
+            purpose=purpose,
+            legal_basis=legal_basis,
+            model=model,
+            threshold=threshold,
+            min_quality=min_quality,
+            keep_images=keep_images,
+        )
+        hook(
             "gallery.create",
             gallery=name,
             purpose=purpose,
@@ -164,7 +187,7 @@ def create(
             threshold=threshold,
             min_quality=min_quality,
             image_retention=keep_images,
-        )
+        )(s)
     typer.echo(f"created gallery {name!r} ({kind}, model {model})")
 
 
@@ -222,8 +245,14 @@ def delete(
     if not yes:
         raise ConfigError("deleting a gallery erases all its subjects and templates: add --yes")
     with open_service(data, url, key_file=key_file) as service:
-        service.delete(name)
-        audit(service, "gallery.delete", gallery=name)
+        service.delete(
+            name,
+            audit=hook(
+                "gallery.delete",
+                gallery=name,
+                result_details=lambda n: {"templates_erased": n},
+            ),
+        )
     typer.echo(f"deleted gallery {name!r}")
 
 
@@ -235,18 +264,39 @@ def calibrate(
         Path | None, typer.Option(help="fair-score profile from `yingyan calibrate fit`")
     ] = None,
     none: Annotated[bool, typer.Option("--none", help="back to raw scores")] = False,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="the gallery's threshold on the new scale (normalised, or cosine)"),
+    ] = None,
+    drop_threshold: Annotated[
+        bool,
+        typer.Option(
+            "--drop-threshold",
+            help="drop the gallery's own threshold: the profile's (or the model's) applies",
+        ),
+    ] = False,
     data: DataDirOpt = None,
     url: DbUrlOpt = None,
     key_file: KeyFileOpt = None,
 ) -> None:
-    """Make a gallery's verify and identify normalise scores with a calibration profile (its
-    threshold is then on the normalised scale: the profile's unless the gallery sets one)."""
+    """Make a gallery's verify and identify normalise scores with a calibration profile. A
+    threshold is on the scale of the scores it is compared with: a gallery that has its own is
+    refused unless --threshold gives one on the new scale or --drop-threshold drops it."""
     if (profile is None) == (not none):
         raise ConfigError("give --profile PATH or --none")
+    if threshold is not None and drop_threshold:
+        raise ConfigError("give --threshold or --drop-threshold, not both")
     loaded = load_calibration(profile)
+    change: float | Keep | None = None if drop_threshold else KEEP
+    change = threshold if threshold is not None else change
     with open_service(data, url, key_file=key_file) as service:
-        service.set_calibration(name, loaded)
-        audit(service, "gallery.calibrate", gallery=name, profile=loaded and loaded.version)
+        record = hook(
+            "gallery.calibrate",
+            gallery=name,
+            profile=loaded and loaded.version,
+            threshold="kept" if isinstance(change, Keep) else change,
+        )
+        service.set_calibration(name, loaded, threshold=change, audit=record)
     typer.echo(
         f"gallery {name!r}: "
         + (f"calibrated with {loaded.name} v{loaded.version}" if loaded else "raw scores")
@@ -281,8 +331,23 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--face must be single, largest or central")
         config = engine_config(detector, upsample, yunet_model)
         with open_service(data, url, index, key_file) as service:
+            batch = hook(
+                "face.enroll",
+                gallery=gallery,
+                manifest_sha256=file_sha256(manifest),
+                result_details=lambda out: {
+                    "template_ids": [t for t, new in out if new],
+                    "already": sum(1 for _, new in out if not new),
+                },
+            )
             result = enroll_manifest(
-                service, gallery, manifest, config, workers=threads, policy=cast(Any, face)
+                service,
+                gallery,
+                manifest,
+                config,
+                workers=threads,
+                policy=cast(Any, face),
+                audit=batch,
             )
             audit(
                 service,

@@ -28,10 +28,17 @@ ONCE = "This token is shown once and cannot be recovered: store it now."
 @handles_errors
 def create(
     role: Annotated[str, typer.Option(help="admin, enroller, operator, reviewer or auditor")],
-    name: Annotated[str, typer.Option(help="who or what uses the key")],
+    name: Annotated[
+        str, typer.Option(help="who or what uses the key (at most 182 printable characters)")
+    ],
     gallery: Annotated[
         list[str] | None,
-        typer.Option("--gallery", "-g", help="limit the key to this gallery (repeatable)"),
+        typer.Option(
+            "--gallery",
+            "-g",
+            help="limit the key to this existing gallery (repeatable); the key holds its id, so "
+            "a gallery created later under the same name is not in its scope",
+        ),
     ] = None,
     expires_at: Annotated[
         str | None, typer.Option(help="ISO 8601 expiry, e.g. 2026-12-31T00:00Z (no zone: UTC)")
@@ -74,7 +81,7 @@ def list_(
             k.prefix,
             k.name,
             k.role,
-            "all" if k.galleries is None else ", ".join(k.galleries),
+            _scope(k),
             k.status(),
             _short(k.created_at),
             _short(k.expires_at),
@@ -118,7 +125,8 @@ def register(app: typer.Typer) -> None:
 
 def _audit(session: Session, operation: str, key: ApiKey, **extra: str) -> None:
     shown = key.as_dict()
-    details = {k: shown[k] for k in ("prefix", "name", "role", "galleries", "expires_at")} | extra
+    fields = ("prefix", "name", "role", "galleries", "gallery_ids", "expires_at")
+    details = {k: shown[k] for k in fields} | extra
     record_cli(session, operation, details=details)
 
 
@@ -126,10 +134,19 @@ def _print_issued(key: ApiKey, token: str, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps({"key": key.as_dict(), "token": token, "warning": ONCE}, indent=2))
         return
-    scope = "all galleries" if key.galleries is None else ", ".join(key.galleries)
+    scope = "all galleries" if key.scope is None else _scope(key)
     typer.echo(f"key {key.prefix} ({key.name}): role {key.role}, {scope}")
     typer.echo(token)
     stderr.print(f"[yellow]warning[/yellow]: {ONCE}", highlight=False)
+
+
+def _scope(key: ApiKey) -> str:
+    """The scope for reading: each gallery's name and id, or that it has been deleted."""
+    if key.scope is None:
+        return "all"
+    if not key.scope:
+        return "none"
+    return ", ".join(f"{g.name} (#{g.id})" if g.name else f"#{g.id} (deleted)" for g in key.scope)
 
 
 def _short(value: datetime | None) -> str:

@@ -174,22 +174,29 @@ def embed(
     flip: FlipOpt = True,
     backend: BackendOpt = "onnx",
 ) -> None:
-    """Templates of every face in many images, one row per face (path, box, quality, template)."""
+    """Templates of every face in many images, one row per face (path, box, quality, template).
+
+    Files without a face, or unreadable, are reported and skipped; if no file gives a face,
+    nothing is written and the exit code is 2."""
     from yingyan.extraction import extract
 
     if out_file.suffix != ".npz":
         raise ImageError(f"--out must name an .npz file, not {out_file}")
     config = engine_config(detector, upsample, yunet_model, flip, 0, backend, 1)
     result = extract(paths, config, workers=threads)
+    for reason in list(result.failures.values())[:10]:
+        stderr.print(f"skipped: {reason}", soft_wrap=True, markup=False)
+    for path in result.no_face[:10]:
+        stderr.print(f"no face: {path}", soft_wrap=True, markup=False)
+    if not result.paths:
+        raise NoFaceError(f"no face found in any of {result.images} image file(s); nothing written")
     result.save(out_file)
     engine = ", ".join(f"{k} {v}" for k, v in result.describe.items())
     out.print(
-        f"{result.images} image(s), {len(result.paths)} face(s), {len(result.failures)} failed "
-        f"→ {out_file}  ({engine})",
+        f"{result.images} image(s), {len(result.paths)} face(s), {len(result.no_face)} without "
+        f"a face, {len(result.failures)} failed → {out_file}  ({engine})",
         markup=False,
     )
-    for reason in list(result.failures.values())[:10]:
-        stderr.print(f"skipped: {reason}", soft_wrap=True, markup=False)
 
 
 @eval_app.command("lfw")

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from yingyan.cli.options import handles_errors
+from yingyan.privacy.redaction import redact_url
 
 console = Console(stderr=True, soft_wrap=True)  # commands stay copy-pastable
 
@@ -17,18 +18,29 @@ console = Console(stderr=True, soft_wrap=True)  # commands stay copy-pastable
 def _announce(settings: Any, key_file: Path | None) -> None:
     url = f"http://{settings.host}:{settings.port}"
     console.print(f"[bold green]Yingyan is listening on {url}[/] (API docs: {url}/docs)")
-    console.print(
-        f"data folder: {settings.data_dir}  database: {settings.database_url or 'SQLite'}"
-    )
+    console.print(", ".join(f"{k}: {v}" for k, v in where(settings).items()), markup=False)
     if key_file is not None:
         console.print(
             f"[bold]First admin key[/] written to {key_file} (readable only by you). Use it as\n"
             f'  curl -H "x-api-key: $(cat {key_file})" {url}/api/v1/galleries\n'
-            "and create other keys with `yingyan keys create --role operator --name ...`; "
-            "delete the file once you have stored the key."
+            "and create your own keys with `yingyan keys create --role admin --name ...`: the "
+            "file is removed at the next start once another admin key exists or this one is "
+            "revoked (or delete it once you have stored the key)."
         )
     else:
         console.print("API keys exist already: `yingyan keys list`, `yingyan keys create`.")
+
+
+def where(settings: Any) -> dict[str, str]:
+    """Where the service keeps its data, as shown at start: never a password or token."""
+    shown = {
+        "data folder": str(settings.data_dir),
+        "database": redact_url(settings.database_url) or "SQLite in the data folder",
+        "index": str(settings.index),
+    }
+    if settings.index == "milvus":
+        shown["milvus"] = redact_url(settings.milvus_uri) or "Milvus Lite in the data folder"
+    return shown
 
 
 def register(app: typer.Typer) -> None:

@@ -9,13 +9,14 @@ original image.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
 
+from yingyan.config import MAX_WORK_PIXELS
+from yingyan.detection.base import WorkPlan, dlib_up_size, plan_work
 from yingyan.models import dlib_model
 from yingyan.runtime.dlib_format import BoxOverlap
 from yingyan.runtime.mmod_onnx import (
@@ -46,19 +47,27 @@ class MmodOnnxDetector:
     """`min_score` plays dlib's adjust_threshold: score-map values above it are candidates
     for NMS (dlib's default is 0; a positive value gives dlib's faces minus the weaker ones,
     a negative one finds more). `upsample` doubles the image that many times first, like
-    `upsample_num_times` in dlib's Python binding. `threads`: onnxruntime intra-op threads
-    (default: every core this process may use)."""
+    `upsample_num_times` in dlib's Python binding, as far as `max_work_pixels` allows: the
+    tiled pyramid canvas of the upsampled image must fit it, else fewer passes are made, and
+    an image whose canvas is over it without upsampling is first shrunk (boxes are mapped back
+    to the original pixels). `threads`: onnxruntime intra-op threads (default: every core
+    this process may use)."""
 
     name = "mmod-onnx"
 
     def __init__(
-        self, upsample: int = 0, min_score: float = 0.0, threads: int | None = None
+        self,
+        upsample: int = 0,
+        min_score: float = 0.0,
+        threads: int | None = None,
+        max_work_pixels: int = MAX_WORK_PIXELS,
     ) -> None:
         if upsample < 0:
             raise ValueError("upsample must be >= 0")
         self.upsample = upsample
         self.min_score = min_score
         self.threads = threads
+        self.max_work_pixels = max_work_pixels
 
     @cached_property
     def _model(self) -> _Model:
@@ -66,11 +75,28 @@ class MmodOnnxDetector:
         session = OnnxSession(cached_mmod_onnx(source), intra_op_threads=self.threads)
         return _Model(session, mmod_spec(load_mmod(source)))
 
+    def canvas_pixels(self, rows: int, cols: int) -> int:
+        """Pixels of the tiled pyramid canvas built for an image of this size."""
+        spec = self._model.spec
+        layout = tile_pyramid(rows, cols, spec.padding, spec.outer_padding)
+        return layout.rows * layout.cols
+
+    def plan(self, rows: int, cols: int) -> WorkPlan:
+        return plan_work(
+            rows, cols, self.upsample, self.max_work_pixels, self.canvas_pixels, shrink=True
+        )
+
     def detect(self, image: RGBImage) -> list[Detection]:
-        for _ in range(self.upsample):
+        rows, cols = image.shape[:2]
+        plan = self.plan(rows, cols)
+        if plan.size != (rows, cols):
+            image = resize_rgb(image, *plan.size)
+        for _ in range(plan.levels):
             image = pyramid_up(image)
         boxes, scores = self._detect_rects(image)
-        boxes = rect_down(boxes, self.upsample)
+        boxes = rect_down(boxes, plan.levels)
+        if plan.size != (rows, cols):
+            boxes = scale_back(boxes, plan.size, (rows, cols))
         return [
             Detection(Box(x1, y1, x2 + 1, y2 + 1), score, self.name)  # dlib rects are inclusive
             for (x1, y1, x2, y2), score in zip(boxes.tolist(), scores.tolist(), strict=True)
@@ -136,10 +162,17 @@ def _area(left: float, top: float, right: float, bottom: float) -> float:
 def pyramid_up(image: RGBImage) -> RGBImage:
     """dlib's pyramid_up with pyramid_down<2>: the size of the rounded rect_up of the image
     rectangle (2w + 2 by 2h + 1), filled by dlib's bilinear resize."""
-    rows, cols = image.shape[:2]
-    right = math.floor((cols - 1 + _UP_SHIFT[0]) * 2 + 0.5)
-    bottom = math.floor((rows - 1 + _UP_SHIFT[1]) * 2 + 0.5)
-    return resize_rgb(image, bottom + 1, right + 1)
+    return resize_rgb(image, *dlib_up_size(*image.shape[:2]))
+
+
+def scale_back(rects: F64, scanned: tuple[int, int], original: tuple[int, int]) -> F64:
+    """Inclusive rectangles of a resized image back in the original's pixels: the resize
+    samples output pixel p at p * (n_in - 1) / (n_out - 1)."""
+    (rows, cols), (orig_rows, orig_cols) = scanned, original
+    sx = (orig_cols - 1) / max(cols - 1, 1)
+    sy = (orig_rows - 1) / max(rows - 1, 1)
+    out: F64 = np.floor(rects * np.array([sx, sy, sx, sy]) + 0.5)
+    return out
 
 
 def rect_down(rects: F64, levels: int) -> F64:

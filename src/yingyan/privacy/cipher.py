@@ -7,8 +7,10 @@ stored) binds a blob to where it belongs, e.g. a template to its gallery and sub
 copied onto another row, or altered in any bit, fails to decrypt instead of silently matching.
 
 `MAGIC` ends in a control byte, so it never begins a faiss file (printable four-character
-codes); stored templates are told apart by length (a plaintext template is exactly 4 bytes per
-dimension, a sealed one is always longer), see `yingyan.store.repository.unpack_vector`.
+codes) nor an image (every decodable format starts with its own signature); stored templates
+are told apart by length (a plaintext template is exactly 4 bytes per dimension, a sealed one is
+always longer), see `yingyan.store.repository.unpack_vector`. Once a key is configured, data in
+clear is refused on read (`PlaintextRefusedError`) until `yingyan encryption migrate` seals it.
 """
 
 from __future__ import annotations
@@ -60,6 +62,24 @@ class KeyMissingError(CipherError):
     """The data is encrypted but no key is configured."""
 
     code = "template_key_missing"
+
+
+class PlaintextRefusedError(CipherError):
+    """Data that should be sealed is stored in clear. Unauthenticated bytes are never used once
+    a key is configured (a row or file could have been planted): they are sealed only by the
+    explicit, audited migration step."""
+
+    code = "plaintext_refused"
+
+
+MIGRATE_COMMAND: Final = "yingyan encryption migrate"
+
+
+def plaintext_refused(what: str) -> PlaintextRefusedError:
+    return PlaintextRefusedError(
+        f"{what} is stored in plaintext and is refused while encryption is configured: "
+        f"seal it with `{MIGRATE_COMMAND}`"
+    )
 
 
 class KeyInUseError(CipherError):
@@ -177,6 +197,14 @@ class TemplateCipher:
 def template_context(gallery_id: int, subject_id: int) -> bytes:
     """Associated data of a stored template: its gallery and subject."""
     return f"yingyan-template/1|gallery={gallery_id}|subject={subject_id}".encode()
+
+
+def image_context(gallery_id: int, subject_id: int, source_sha256: str) -> bytes:
+    """Associated data of a kept enrolment image: its gallery, subject and source hash (so it
+    cannot be swapped with a template blob or another template's image)."""
+    return (
+        f"yingyan-image/1|gallery={gallery_id}|subject={subject_id}|sha256={source_sha256}"
+    ).encode()
 
 
 def index_context(name: str) -> bytes:

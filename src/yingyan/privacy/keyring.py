@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from yingyan.privacy.cipher import Keyring, KeyringError, TemplateCipher, generate_key
+from yingyan.privacy.files import private_dir, private_file
 
 KEYRING_FORMAT: Final = "yingyan-keyring-1"
 ENV_KEY_FILE: Final = "YINGYAN_KEY_FILE"
@@ -103,14 +104,16 @@ def read_keyring(path: Path) -> Keyring:
         ) from None
     except OSError as exc:
         raise KeyringError(f"cannot read key file {path}: {exc.strerror}") from None
-    return parse_keyring(text, where=f"key file {path}")
+    keyring = parse_keyring(text, where=f"key file {path}")
+    private_file(path)  # one made by hand, or by an older version, may be readable by others
+    return keyring
 
 
 def create_keyring(path: Path) -> Keyring:
     """A new key file holding one random key; refuses to overwrite an existing file (and two
     processes creating it together end up with the same one)."""
     keyring = Keyring("k1", {"k1": generate_key()})
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent, tighten=False)  # created 0700; an existing folder is the operator's
     tmp = _write_private(path, keyring_json(keyring))
     try:
         os.link(tmp, path)  # atomic create-if-absent

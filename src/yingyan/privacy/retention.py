@@ -7,6 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
+
+from sqlalchemy.orm import Session
 
 from yingyan.audit.log import AuditRecord, append
 from yingyan.gallery.service import GalleryService
@@ -23,12 +26,18 @@ class Purge:
 
 def due(service: GalleryService, *, now: datetime | None = None) -> list[Purge]:
     """What a run would erase now (templates not yet counted: 0)."""
-    with service.db.session() as session:
+    with service.db.read() as session:
         out = []
         for subject, reason in subjects_due_for_removal(session, now=now):
             gallery = get_gallery_by_id(session, gallery_id=subject.gallery_id).name
             out.append(Purge(gallery, subject.external_id, reason, 0))
         return out
+
+
+def _record(actor: str, item: Purge, session: Session, removed: list[int]) -> None:
+    """The purge's audit entry, in the erasure's own transaction."""
+    details = {"subject": item.external_id, "reason": item.reason, "templates_erased": len(removed)}
+    append(session, AuditRecord(actor, "retention.purge", gallery=item.gallery, details=details))
 
 
 def run_retention(
@@ -41,22 +50,10 @@ def run_retention(
     """Erase every subject due for removal; returns what was erased."""
     done = []
     for item in due(service, now=now):
-        erased = service.erase_subject(item.gallery, item.external_id)
+        erased = service.erase_subject(
+            item.gallery, item.external_id, audit=partial(_record, actor, item)
+        )
         purge = Purge(item.gallery, item.external_id, item.reason, erased)
-        with service.db.session() as session:
-            append(
-                session,
-                AuditRecord(
-                    actor,
-                    "retention.purge",
-                    gallery=item.gallery,
-                    details={
-                        "subject": item.external_id,
-                        "reason": item.reason,
-                        "templates_erased": erased,
-                    },
-                ),
-            )
         done.append(purge)
         if progress is not None:
             progress(purge)

@@ -4,31 +4,48 @@
 brings the schema to the latest migration with Alembic configured in code (no alembic.ini at run
 time), and returns a `Database` whose `session()` is the unit of work. Nothing here is global:
 each `Database` owns its engine, so tests and workers open as many as they like.
+
+Concurrency: on SQLite every unit of work that may write begins IMMEDIATE (it takes the write
+lock before its first read, so a concurrent writer makes it wait, up to the busy timeout, instead
+of failing with SQLITE_BUSY_SNAPSHOT when it later writes from a stale snapshot); `read()` is
+for units that only read and never wait for writers (WAL). `run(work)` retries a whole unit of
+work on a busy, deadlock or serialisation error: never half of one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from yingyan.errors import ConfigError, YingyanError
+from yingyan.privacy.files import private_dir, private_sqlite
 
 MIGRATIONS: Final = Path(__file__).with_name("migrations")
 SQLITE_FILE: Final = "yingyan.db"
 # Any constant: serialises concurrent upgrades of one PostgreSQL database (workers starting).
 _PG_MIGRATION_LOCK: Final = 0x5949_4E47
+BUSY_TIMEOUT_S: Final = 30.0  # how long a SQLite writer waits for another's lock
+RETRIES: Final = 5  # attempts of a whole unit of work after a busy/serialisation failure
+# PostgreSQL: serialization_failure, deadlock_detected, lock_not_available.
+_PG_RETRY_STATES: Final = frozenset({"40001", "40P01", "55P03"})
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class StoreError(YingyanError):
@@ -50,6 +67,8 @@ class Database:
         self._engine = engine
         # Rows stay readable after commit: callers get them back from `with db.session()`.
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        reader = engine.execution_options(sqlite_begin="DEFERRED")
+        self._readers = sessionmaker(reader, expire_on_commit=False)
 
     @property
     def engine(self) -> Engine:
@@ -62,13 +81,36 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """One unit of work: commits when the block ends, rolls everything back if it raises."""
+        """One unit of work that may write: commits when the block ends, rolls everything back
+        if it raises. On SQLite it holds the write lock from its start (BEGIN IMMEDIATE)."""
         with self._sessions.begin() as session:
             yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A unit of work that only reads: it never waits for writers (nor they for it)."""
+        with self._readers.begin() as session:
+            yield session
+
+    def run(self, work: Callable[[Session], T], *, retries: int = RETRIES) -> T:
+        """`work` in one unit of work (`session()`), committed; the whole unit is run again
+        (with a short random back-off) when the database reports a busy lock, a deadlock or
+        a serialisation failure, so `work` must do nothing outside the session."""
+        for attempt in range(retries + 1):
+            try:
+                with self.session() as session:
+                    return work(session)
+            except DBAPIError as exc:
+                if attempt == retries or not is_transient(exc):
+                    raise
+                log.warning("unit of work retried after %s (attempt %d)", exc.orig, attempt + 1)
+                time.sleep(random.uniform(0.01, 0.05) * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def revision(self) -> str | None:
         """The schema's current migration, or None for an empty database."""
         with self._engine.connect() as connection:
+            connection.execution_options(sqlite_begin="DEFERRED")
             return MigrationContext.configure(connection).get_current_revision()
 
     def purge_deleted(self) -> None:
@@ -79,6 +121,7 @@ class Database:
         if self.backend != "sqlite":
             return
         with self._engine.connect() as connection:
+            connection.execution_options(sqlite_begin="DEFERRED")
             connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
@@ -94,6 +137,15 @@ class Database:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    """A failure that a fresh attempt of the same unit of work may not meet again."""
+    orig = exc.orig
+    if isinstance(orig, sqlite3.OperationalError):
+        text_ = str(orig).lower()
+        return "locked" in text_ or "busy" in text_
+    return getattr(orig, "sqlstate", None) in _PG_RETRY_STATES
 
 
 def open_database(url: str | None, data_dir: Path, *, migrate: bool = True) -> Database:
@@ -121,8 +173,8 @@ def open_database(url: str | None, data_dir: Path, *, migrate: bool = True) -> D
 def database_url(url: str | None, data_dir: Path) -> URL:
     """The SQLAlchemy URL to use: SQLite in `data_dir` by default; `postgresql://` and
     `postgres://` mean psycopg 3 (SQLAlchemy would otherwise pick psycopg2)."""
-    if url is None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+    if url is None:  # a 0700 folder and a 0600 file (SQLite's -wal/-shm take its mode)
+        private_sqlite(private_dir(data_dir) / SQLITE_FILE)
         return URL.create("sqlite+pysqlite", database=str(data_dir / SQLITE_FILE))
     try:
         parsed = make_url(url)
@@ -148,7 +200,7 @@ def create_store_engine(url: URL) -> Engine:
     in_memory = url.database in (None, "", ":memory:")
     engine = create_engine(
         url,
-        connect_args={"timeout": 15},  # seconds to wait for another writer's lock
+        connect_args={"timeout": BUSY_TIMEOUT_S},  # sqlite3's busy timeout (seconds)
         # An in-memory database lives as long as its one connection.
         poolclass=StaticPool if in_memory else None,
     )
@@ -172,7 +224,8 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: Connection) -> None:
-    mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+    """BEGIN IMMEDIATE unless the connection was asked for a read-only DEFERRED one."""
+    mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
     connection.exec_driver_sql(f"BEGIN {mode}")
 
 
@@ -213,6 +266,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 def _check_at_head(engine: Engine) -> None:
     with engine.connect() as connection:
+        connection.execution_options(sqlite_begin="DEFERRED")
         current = MigrationContext.configure(connection).get_current_revision()
     head = head_revision()
     if current != head:

@@ -4,8 +4,9 @@ The caller owns the unit of work (`with db.session() as session:`) and nothing h
 enrolling a subject with its templates and consent is all or nothing. Functions flush when they
 need generated ids. Vectors are stored as float32 little-endian bytes, written and read only by
 `pack_vector`/`unpack_vector`; given a `TemplateCipher` they are sealed with AES-GCM, bound to
-their gallery and subject. Plaintext rows (written without a cipher) stay readable with one, so
-an existing database is migrated by `reencrypt_templates`.
+their gallery and subject, and so are kept enrolment images (`seal_image`/`template_image`).
+With a cipher, data in clear (rows written before encryption, or planted) is refused on read;
+`reencrypt_templates` (the `yingyan encryption migrate` and `rotate` steps) seals it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, TypeVar
 
 import numpy as np
@@ -24,7 +26,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from yingyan.errors import ModelMismatchError
-from yingyan.privacy.cipher import KeyMissingError, blob_key_id, template_context
+from yingyan.privacy.cipher import (
+    KeyMissingError,
+    blob_key_id,
+    image_context,
+    plaintext_refused,
+    template_context,
+)
+from yingyan.store.changes import log_change
 from yingyan.store.database import StoreError
 from yingyan.store.tables import (
     GALLERY_KINDS,
@@ -115,10 +124,14 @@ def unpack_vector(
     cipher: TemplateCipher | None = None,
     *,
     owner: TemplateOwner | None = None,
+    allow_plaintext: bool = False,
 ) -> Vector:
-    """The vector of a stored template; exact inverse of `pack_vector`. Plaintext rows are read
-    with or without a cipher; sealed ones need the cipher and their owner."""
+    """The vector of a stored template; exact inverse of `pack_vector`. Sealed rows need the
+    cipher and their owner. A plaintext row is read without a cipher (nothing is encrypted
+    then); with one it is refused unless `allow_plaintext` (the migration that seals it)."""
     plain = _VECTOR_DTYPE.itemsize * dimension
+    if len(data) == plain and cipher is not None and not allow_plaintext:
+        raise plaintext_refused("a stored template")
     if len(data) != plain:
         if stored_key_id(data, dimension) is None:
             raise StoreError(f"stored vector has {len(data)} bytes, expected {dimension} float32")
@@ -145,6 +158,54 @@ def stored_key_id(data: bytes, dimension: int) -> str | None:
 def template_vector(row: TemplateRow, cipher: TemplateCipher | None = None) -> Vector:
     owner = TemplateOwner(row.gallery_id, row.subject_id)
     return unpack_vector(row.embedding, row.dimension, cipher, owner=owner)
+
+
+# -- kept images -------------------------------------------------------------------------------
+
+
+def seal_image(
+    image: bytes, cipher: TemplateCipher | None, *, owner: TemplateOwner, source_sha256: str
+) -> bytes:
+    """The stored form of a kept enrolment image: sealed like its template (bound to gallery,
+    subject and source hash) when a cipher is given, else as it is."""
+    if cipher is None:
+        return image
+    return cipher.encrypt(image, _image_context(owner, source_sha256))
+
+
+def open_image(
+    data: bytes,
+    cipher: TemplateCipher | None,
+    *,
+    owner: TemplateOwner,
+    source_sha256: str,
+    allow_plaintext: bool = False,
+) -> bytes:
+    """The image bytes of a stored one; exact inverse of `seal_image`. An image in clear (no
+    image format starts with the sealed magic) is refused with a cipher unless
+    `allow_plaintext`; a sealed one needs the cipher."""
+    if blob_key_id(data) is None:
+        if cipher is not None and not allow_plaintext:
+            raise plaintext_refused("a kept enrolment image")
+        return data
+    if cipher is None:
+        raise KeyMissingError(
+            "kept images are encrypted but no key is configured "
+            "(set YINGYAN_KEY_FILE or YINGYAN_TEMPLATE_KEY)"
+        )
+    return cipher.decrypt(data, _image_context(owner, source_sha256))
+
+
+def template_image(row: TemplateRow, cipher: TemplateCipher | None = None) -> bytes | None:
+    """The enrolment image kept with a template, decrypted; None if none was kept."""
+    if row.image is None:
+        return None
+    owner = TemplateOwner(row.gallery_id, row.subject_id)
+    return open_image(row.image, cipher, owner=owner, source_sha256=row.source_sha256)
+
+
+def _image_context(owner: TemplateOwner, source_sha256: str) -> bytes:
+    return image_context(owner.gallery_id, owner.subject_id, source_sha256)
 
 
 # -- galleries ---------------------------------------------------------------------------------
@@ -197,7 +258,7 @@ def get_gallery(session: Session, *, name: str) -> GalleryRow:
 
 
 def get_gallery_by_id(session: Session, *, gallery_id: int) -> GalleryRow:
-    row = session.get(GalleryRow, gallery_id)
+    row = session.get(GalleryRow, _db_int(gallery_id, "gallery id"))
     if row is None:
         raise NotFoundError(f"no gallery with id {gallery_id}")
     return row
@@ -263,8 +324,8 @@ def list_subjects(
 ) -> list[SubjectRow]:
     """One page of a gallery's subjects in id order. Pass the last id of a page as `after_id`
     for the next: unlike OFFSET, this stays fast deep into millions of rows."""
-    if limit < 1:
-        raise InvalidValueError("limit must be at least 1")
+    limit = _db_int(limit, "limit", low=1)
+    after_id = None if after_id is None else _db_int(after_id, "after_id")
     query = select(SubjectRow).where(SubjectRow.gallery_id == gallery_id)
     if after_id is not None:
         query = query.where(SubjectRow.id > after_id)
@@ -287,6 +348,7 @@ def delete_subject(session: Session, *, gallery_id: int, external_id: str) -> li
     )
     session.delete(row)
     session.flush()
+    log_change(session, gallery_id=gallery_id, op="remove", template_ids=ids)
     return ids
 
 
@@ -311,7 +373,7 @@ def rename_subject(
 def subjects_of_templates(session: Session, *, template_ids: Iterable[int]) -> dict[int, int]:
     """template id → subject id, for turning index hits into candidates. Unknown ids (deleted
     since the index was built) are absent."""
-    wanted = sorted({int(i) for i in template_ids})
+    wanted = _db_ints(template_ids, "template id")
     found: dict[int, int] = {}
     for start in range(0, len(wanted), _IN_CHUNK):
         chunk = wanted[start : start + _IN_CHUNK]
@@ -347,7 +409,7 @@ def add_template(
     The template must come from the gallery's model. `image` is kept only if the gallery keeps
     images, and dropped otherwise: the store never holds photos it was not allowed to. Quality
     gating against `min_quality` is the enrolment policy's job, not the store's. With a
-    `cipher` the vector is stored encrypted, bound to its gallery and subject.
+    `cipher` the vector and the kept image are stored encrypted, bound to their owner.
     """
     gallery = get_gallery_by_id(session, gallery_id=subject.gallery_id)
     if str(template.model) != gallery.model:
@@ -360,7 +422,8 @@ def add_template(
     if not math.isfinite(quality):
         raise InvalidValueError("quality must be a finite number")
     dimension = int(np.asarray(template.vector).size)
-    embedding = pack_vector(template.vector, cipher, owner=TemplateOwner(gallery.id, subject.id))
+    owner = TemplateOwner(gallery.id, subject.id)
+    embedding = pack_vector(template.vector, cipher, owner=owner)
     stored_box = _box(box)
 
     def find() -> TemplateRow | None:
@@ -370,6 +433,9 @@ def add_template(
         return session.scalar(query)
 
     def make() -> TemplateRow:
+        kept = None
+        if image is not None and gallery.keep_images:
+            kept = seal_image(image, cipher, owner=owner, source_sha256=sha)
         return TemplateRow(
             subject_id=subject.id,
             gallery_id=gallery.id,
@@ -380,11 +446,14 @@ def add_template(
             recipe=template.recipe,
             quality=float(quality),
             source_sha256=sha,
-            image=image if gallery.keep_images else None,
+            image=kept,
             box=stored_box,
         )
 
-    return _get_or_insert(session, find, make)
+    row, created = _get_or_insert(session, find, make)
+    if created:
+        log_change(session, gallery_id=gallery.id, op="add", template_ids=[row.id])
+    return row, created
 
 
 def count_templates(session: Session, *, gallery_id: int) -> int:
@@ -420,8 +489,7 @@ def iter_template_batches(
     for (re)building the vector index without loading the whole gallery. Each batch is one
     keyset query (`id > last`), so memory stays bounded and no cursor is held between batches.
     """
-    if batch_size < 1:
-        raise InvalidValueError("batch_size must be at least 1")
+    batch_size = _db_int(batch_size, "batch_size", low=1)
     get_gallery_by_id(session, gallery_id=gallery_id)
     last = 0  # ids start at 1 on both backends
     while True:
@@ -458,6 +526,7 @@ def _batch(rows: Sequence[Any], gallery_id: int, cipher: TemplateCipher | None) 
 
 
 def get_template(session: Session, *, gallery_id: int, template_id: int) -> TemplateRow:
+    template_id = _db_int(template_id, "template id")
     query = select(TemplateRow).where(
         TemplateRow.id == template_id, TemplateRow.gallery_id == gallery_id
     )
@@ -476,10 +545,12 @@ def delete_template(session: Session, *, gallery_id: int, template_id: int) -> s
     ).one()
     session.delete(row)
     session.flush()
+    log_change(session, gallery_id=gallery_id, op="remove", template_ids=[template_id])
     return external_id
 
 
 def subject_templates(session: Session, *, subject_id: int) -> list[TemplateRow]:
+    subject_id = _db_int(subject_id, "subject id")
     query = select(TemplateRow).where(TemplateRow.subject_id == subject_id)
     return list(session.scalars(query.order_by(TemplateRow.id)))
 
@@ -494,8 +565,7 @@ def list_templates(
 ) -> tuple[list[tuple[int, str]], int]:
     """One page of a gallery's (template id, subject external id) in template id order, of one
     subject if `external_id` is given; and how many there are in all."""
-    if limit < 1 or offset < 0:
-        raise InvalidValueError("limit must be at least 1 and offset at least 0")
+    limit, offset = _db_int(limit, "limit", low=1), _db_int(offset, "offset")
     where = [TemplateRow.gallery_id == gallery_id]
     if external_id is not None:
         where.append(SubjectRow.external_id == external_id)
@@ -529,34 +599,79 @@ def template_key_usage(session: Session, *, batch_size: int = 10_000) -> dict[st
         last = rows[-1].id
 
 
+_SEALED_HEAD: Final = 4 + 1 + 64 + 12 + 16  # magic, id length, longest id, nonce, tag
+
+
+def image_key_usage(session: Session, *, batch_size: int = 10_000) -> dict[str | None, int]:
+    """Like `template_key_usage`, for kept images (None: in clear). Reads only the head of
+    each image, where the key id is."""
+    usage: dict[str | None, int] = {}
+    last = 0
+    head = func.substr(TemplateRow.image, 1, _SEALED_HEAD)
+    while True:
+        query = (
+            select(TemplateRow.id, head)
+            .where(TemplateRow.id > last, TemplateRow.image.is_not(None))
+            .order_by(TemplateRow.id)
+            .limit(batch_size)
+        )
+        rows = session.execute(query).all()
+        for tid, data in rows:
+            key_id = blob_key_id(bytes(data))
+            usage[key_id] = usage.get(key_id, 0) + 1
+            last = tid
+        if len(rows) < batch_size:
+            return usage
+
+
 class ReencryptedBatch(NamedTuple):
     last_id: int | None  # None: no template after `after_id`, the pass is complete
     scanned: int
-    rewritten: int
+    rewritten: int  # templates re-sealed
+    images: int = 0  # kept images re-sealed
 
 
 def reencrypt_templates(
-    session: Session, *, cipher: TemplateCipher, after_id: int = 0, batch_size: int = 1_000
+    session: Session,
+    *,
+    cipher: TemplateCipher,
+    after_id: int = 0,
+    batch_size: int = 1_000,
+    only_plaintext: bool = False,
 ) -> ReencryptedBatch:
-    """Re-seal under the active key the next `batch_size` templates (every gallery, id order)
-    whose blobs are plaintext or under an older key. Call again with `after_id=last_id` until
-    `last_id` is None; commit between calls so a long rotation keeps its progress."""
-    if batch_size < 1:
-        raise InvalidValueError("batch_size must be at least 1")
+    """Re-seal under the active key the next `batch_size` templates (every gallery, id order),
+    and their kept images, that are plaintext or under an older key (`only_plaintext`: seal
+    what is in clear and leave sealed ones as they are, the migration). Call again with
+    `after_id=last_id` until `last_id` is None; commit between calls so a long pass keeps its
+    progress. The one place data in clear is accepted once a key is configured."""
+    batch_size = _db_int(batch_size, "batch_size", low=1)
+    after_id = _db_int(after_id, "after_id")
     query = (select(TemplateRow).where(TemplateRow.id > after_id).order_by(TemplateRow.id)).limit(
         batch_size
     )
     rows = list(session.scalars(query))
-    rewritten = 0
+    rewritten = images = 0
     for row in rows:
-        if stored_key_id(row.embedding, row.dimension) == cipher.active_key_id:
-            continue
         owner = TemplateOwner(row.gallery_id, row.subject_id)
-        vector = unpack_vector(row.embedding, row.dimension, cipher, owner=owner)
-        row.embedding = pack_vector(vector, cipher, owner=owner)
-        rewritten += 1
+        if _needs_sealing(stored_key_id(row.embedding, row.dimension), cipher, only_plaintext):
+            vector = unpack_vector(
+                row.embedding, row.dimension, cipher, owner=owner, allow_plaintext=True
+            )
+            row.embedding = pack_vector(vector, cipher, owner=owner)
+            rewritten += 1
+        if row.image is not None and _needs_sealing(blob_key_id(row.image), cipher, only_plaintext):
+            sha = row.source_sha256
+            image = open_image(
+                row.image, cipher, owner=owner, source_sha256=sha, allow_plaintext=True
+            )
+            row.image = seal_image(image, cipher, owner=owner, source_sha256=sha)
+            images += 1
     session.flush()
-    return ReencryptedBatch(rows[-1].id if rows else None, len(rows), rewritten)
+    return ReencryptedBatch(rows[-1].id if rows else None, len(rows), rewritten, images)
+
+
+def _needs_sealing(key_id: str | None, cipher: TemplateCipher, only_plaintext: bool) -> bool:
+    return key_id is None if only_plaintext else key_id != cipher.active_key_id
 
 
 def template_ids(
@@ -581,7 +696,7 @@ def enrolled_images(session: Session, *, gallery_id: int) -> set[tuple[str, str]
 
 
 def subjects_by_id(session: Session, *, subject_ids: Iterable[int]) -> dict[int, SubjectRow]:
-    wanted = sorted({int(i) for i in subject_ids})
+    wanted = _db_ints(subject_ids, "subject id")
     found: dict[int, SubjectRow] = {}
     for start in range(0, len(wanted), _IN_CHUNK):
         chunk = wanted[start : start + _IN_CHUNK]
@@ -625,7 +740,7 @@ def add_consent(
 ) -> ConsentRow:
     """Record a subject's consent to a purpose; `reference` says who consented or names the
     signed document. `granted_at` defaults to now."""
-    if session.get(SubjectRow, subject_id) is None:
+    if session.get(SubjectRow, _db_int(subject_id, "subject id")) is None:
         raise NotFoundError(f"no subject with id {subject_id}")
     granted = _aware(granted_at, "granted_at") or utcnow()
     expires = _aware(expires_at, "expires_at")
@@ -644,6 +759,7 @@ def add_consent(
 
 
 def list_consents(session: Session, *, subject_id: int) -> list[ConsentRow]:
+    subject_id = _db_int(subject_id, "subject id")
     query = select(ConsentRow).where(ConsentRow.subject_id == subject_id)
     return list(session.scalars(query.order_by(ConsentRow.granted_at, ConsentRow.id)))
 
@@ -652,7 +768,7 @@ def withdraw_consent(
     session: Session, *, consent_id: int, at: datetime | None = None
 ) -> ConsentRow:
     """Mark a consent withdrawn (from `at`, default now). Withdrawing twice keeps the first."""
-    row = session.get(ConsentRow, consent_id)
+    row = session.get(ConsentRow, _db_int(consent_id, "consent id"))
     if row is None:
         raise NotFoundError(f"no consent with id {consent_id}")
     if row.withdrawn_at is None:
@@ -668,6 +784,7 @@ def subjects_due_for_removal(
     expired gallery, and subjects that have consents none of which is still in force (neither
     withdrawn nor expired). Subjects without any consent rows rely on the gallery's legal basis
     (e.g. a watchlist) and are removed only with their gallery."""
+    limit = None if limit is None else _db_int(limit, "limit", low=1)
     at = _aware(now, "now") or utcnow()
     in_force = exists().where(
         ConsentRow.subject_id == SubjectRow.id,
@@ -765,16 +882,64 @@ def get_calibration_profile(session: Session, *, version: str) -> CalibrationPro
     return row
 
 
-def set_gallery_calibration(session: Session, *, name: str, version: str | None) -> GalleryRow:
+class Keep(Enum):
+    """`set_gallery_calibration(threshold=KEEP)`: leave the gallery's threshold as it is."""
+
+    THRESHOLD = "keep"
+
+
+KEEP: Final = Keep.THRESHOLD
+
+
+def set_gallery_calibration(
+    session: Session,
+    *,
+    name: str,
+    version: str | None,
+    threshold: float | Keep | None = KEEP,
+) -> GalleryRow:
     """Make a gallery's comparisons use a stored profile (None: raw scores again). The profile
-    must be of the gallery's model."""
+    must be of the gallery's model and dimension.
+
+    A gallery's `threshold` is always on the scale of the scores its comparisons give: raw
+    cosine without a calibration, that profile's normalised scale with one. This is the one
+    place the calibration changes, so the scale is kept here: when it changes, a threshold set
+    on the old scale is refused rather than carried over (a cosine 0.9 against normalised
+    scores around 2.5 lets impostors match). Pass the threshold on the new scale, or None to
+    drop it (the profile's own threshold, or the model's default, then applies)."""
+    from yingyan.calibration.fair_score import parse_profile
+
     gallery = get_gallery(session, name=name)
     if version is not None:
-        profile = get_calibration_profile(session, version=version)
-        if profile.model != gallery.model:
+        row = get_calibration_profile(session, version=version)
+        if row.model != gallery.model:
             raise ModelMismatchError(
-                f"profile {version} is for {profile.model}, gallery {name!r} holds {gallery.model}"
+                f"profile {version} is for {row.model}, gallery {name!r} holds {gallery.model}"
             )
+        profile = parse_profile(row.body, where=f"stored profile {version}", legacy=True)
+        dimension = session.scalar(
+            select(TemplateRow.dimension).where(TemplateRow.gallery_id == gallery.id).limit(1)
+        )
+        if dimension is not None and dimension != profile.dimension:
+            raise ModelMismatchError(
+                f"profile {version} is for {profile.dimension}-d templates, "
+                f"gallery {name!r} holds {dimension}-d ones"
+            )
+    if isinstance(threshold, Keep):
+        if version != gallery.calibration and gallery.threshold is not None:
+            old = "raw cosine" if gallery.calibration is None else f"profile {gallery.calibration}"
+            new = "raw cosine" if version is None else f"profile {version}"
+            raise InvalidValueError(
+                f"gallery {name!r} has a threshold ({gallery.threshold:g}) on the {old} scale, "
+                f"and its scores would be on the {new} scale: give a threshold on the new scale "
+                "or drop the gallery's own"
+            )
+    elif threshold is not None and not math.isfinite(threshold):
+        raise InvalidValueError("a threshold must be a finite number")
+    elif threshold is not None and version is None and not -1.0 <= threshold <= 1.0:
+        raise InvalidValueError("a threshold on the similarity score must lie in [-1, 1]")
+    else:
+        gallery.threshold = threshold
     gallery.calibration = version
     session.flush()
     return gallery
@@ -790,7 +955,7 @@ def template_vectors(
     """Decrypted vectors of some templates of a gallery (e.g. the candidates of a search);
     ids not in the gallery are absent."""
     out: dict[int, Vector] = {}
-    wanted = sorted({int(i) for i in template_ids})
+    wanted = _db_ints(template_ids, "template id")
     for chunk in (wanted[i : i + _IN_CHUNK] for i in range(0, len(wanted), _IN_CHUNK)):
         query = select(TemplateRow).where(
             TemplateRow.gallery_id == gallery_id, TemplateRow.id.in_(chunk)
@@ -802,7 +967,7 @@ def template_vectors(
 
 def template_counts(session: Session, *, subject_ids: Iterable[int]) -> dict[int, int]:
     """subject id → number of templates, for a page of subjects in one grouped query."""
-    wanted = sorted({int(i) for i in subject_ids})
+    wanted = _db_ints(subject_ids, "subject id")
     if not wanted:
         return {}
     query = (
@@ -819,3 +984,24 @@ def template_counts(session: Session, *, subject_ids: Iterable[int]) -> dict[int
 # `_insert` for the access keys (a prefix collision is retried) and the audit log (concurrent
 # first appends create the head once): False, with the transaction still usable, on a duplicate.
 try_insert = _insert
+
+
+# -- bounds --------------------------------------------------------------------------------------
+
+DB_INT_MAX: Final = 2**63 - 1
+DB_INT_MIN: Final = -(2**63)
+"""The range of SQLite's INTEGER and PostgreSQL's BIGINT: every id, seq, limit and offset."""
+
+
+def _db_int(value: int, what: str, *, low: int = 0) -> int:
+    """An id, limit or offset the database can hold, else InvalidValueError: a larger Python int
+    fails in the driver (OverflowError, or a PostgreSQL out-of-range error) as a bug would."""
+    number = int(value)
+    if not low <= number <= DB_INT_MAX:
+        raise InvalidValueError(f"{what} must lie in [{low}, {DB_INT_MAX}], not {value}")
+    return number
+
+
+def _db_ints(values: Iterable[int], what: str) -> list[int]:
+    """Distinct ids, ascending, each checked by `_db_int`."""
+    return sorted({_db_int(v, what) for v in values})

@@ -107,6 +107,11 @@ class GalleryRow(Base):
     model: Mapped[str] = mapped_column(String(200))
     # Version of the calibration profile (score normalisation) its comparisons use; None = raw.
     calibration: Mapped[str | None] = mapped_column(String(64))
+    # The last change (template added or removed) in `gallery_changes`: one per transaction that
+    # changes the gallery's templates, taken under the row's lock so changes commit in seq order.
+    change_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    # Log rows at or below this seq may have been deleted: an index older than it rebuilds.
+    compacted_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.now()
     )
@@ -175,6 +180,21 @@ class TemplateRow(Base):
         return f"TemplateRow(id={self.id}, subject_id={self.subject_id}, model={self.model_name})"
 
 
+class GalleryChangeRow(Base):
+    """One template added to or removed from a gallery, at the gallery's change seq: the log an
+    index replays to catch up with the database (the database is the truth, an index a cache)."""
+
+    __tablename__ = "gallery_changes"
+    __table_args__ = (CheckConstraint("op IN ('add', 'remove')", name="op"),)
+
+    gallery_id: Mapped[int] = mapped_column(
+        ForeignKey("galleries.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    template_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    op: Mapped[str] = mapped_column(String(8))
+
+
 class ConsentRow(Base):
     """A subject's consent to one purpose: in force from `granted_at` until it expires or is
     withdrawn. Rows are never deleted while the subject exists, so the history stays auditable."""
@@ -215,7 +235,8 @@ ROLES: Final[tuple[str, ...]] = ("admin", "enroller", "operator", "reviewer", "a
 class ApiKeyRow(Base):
     """An API key: only the sha256 of its secret is kept (the key is shown once, at creation).
 
-    `galleries` scopes the key to those gallery names; None means every gallery."""
+    `gallery_ids` scopes the key to those galleries by id (their identity: a gallery created
+    again under a deleted one's name is not in it); None means every gallery, [] none."""
 
     __tablename__ = "api_keys"
     __table_args__ = (
@@ -230,7 +251,7 @@ class ApiKeyRow(Base):
     secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(16))
-    galleries: Mapped[list[str] | None] = mapped_column(JSON)
+    gallery_ids: Mapped[list[int] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.now()
     )

@@ -1,4 +1,8 @@
-"""The audit log, read by auditors: entries page by page, and a verification of the chain."""
+"""The audit log, read by auditors: entries page by page, and a verification of the chain.
+
+A key scoped to galleries reads only the entries of its galleries (by identity, see
+`access.audit_scope`). It may verify the whole chain: the report names seqs and counts, which
+the gaps between the seqs it reads reveal anyway, and nothing of another gallery's entries."""
 
 from __future__ import annotations
 
@@ -7,11 +11,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
+from yingyan.access.audit_scope import visible_entries
 from yingyan.access.keys import ApiKey
 from yingyan.api.schemas import ERROR_RESPONSES, AuditEntryOut, AuditPage, AuditVerifyOut
 from yingyan.api.security import require
 from yingyan.api.state import AppState, get_state
-from yingyan.audit.log import MAX_LIMIT, entries, verify
+from yingyan.audit.log import MAX_LIMIT, verify
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"], responses=ERROR_RESPONSES)
 State = Annotated[AppState, Depends(get_state)]
@@ -25,11 +30,13 @@ async def list_(
     after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="last seq already read")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
 ) -> AuditPage:
+    """Entries oldest first, those of the key's galleries only if it is scoped."""
+
     def read() -> list[AuditEntryOut]:
-        with state.db.session() as session:
+        with state.db.read() as session:
             return [
                 AuditEntryOut.model_validate(e, from_attributes=True)
-                for e in entries(session, after=after, limit=limit)
+                for e in visible_entries(session, key, after=after, limit=limit)
             ]
 
     items = await run_in_threadpool(read)

@@ -145,7 +145,7 @@ async def verify_subject(
         model = str(template.model)  # the service refuses a probe of another model
         return best, _threshold(model, galleries.decision_threshold(gallery), threshold)
 
-    best, t = await state.gallery_call(best_match)
+    best, t = await state.call(best_match)
     if best is None:
         raise ApiError("no_templates", f"subject {subject!r} has no enrolled face")
     template_id, score = best
@@ -194,12 +194,12 @@ async def identify(
     of a watchlist must say why (purpose) and for which case (case_reference)."""
 
     def gallery_row(galleries: GalleryService) -> tuple[GalleryRow, tuple[float, str] | None]:
-        with galleries.db.session() as session:
+        with galleries.db.read() as session:
             row = get_gallery(session, name=gallery)
             session.expunge(row)
         return row, galleries.decision_threshold(gallery)
 
-    row, gallery_threshold = await state.gallery_call(gallery_row)
+    row, gallery_threshold = await state.call(gallery_row)
     if row.kind == "watchlist" and not (purpose and case_reference):
         await state.record(
             key,
@@ -217,7 +217,7 @@ async def identify(
     templates: list[Template] = [f.template for f in found if f.template is not None]
     t = _threshold(row.model, gallery_threshold, threshold) if mode == "threshold" else None
     cut = t.score if t else None
-    results = await state.gallery_call(
+    results = await state.call(
         lambda g: g.identify(gallery, templates, k=k, mode=mode, threshold=cut)
     )
     out = IdentifyOut(

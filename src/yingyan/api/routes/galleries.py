@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Depends
 from sqlalchemy.orm import Session
 
 from yingyan.access.keys import ApiKey
-from yingyan.api.schemas import ERROR_RESPONSES, GalleryIn, GalleryOut
+from yingyan.api.schemas import ERROR_RESPONSES, GalleryIn, GalleryOut, JsonObject
 from yingyan.api.security import require, require_gallery
 from yingyan.api.state import AppState, get_state
 from yingyan.calibration.fair_score import FairScoreProfile, parse_profile
@@ -46,19 +46,17 @@ async def create(
     """Create a gallery for the model the service runs. Purpose and legal basis are required."""
     model = str(state.inference.model)
 
-    def work(galleries: GalleryService) -> GalleryOut:
-        with galleries.db.session() as session:
-            row = create_gallery(session, model=model, **body.model_dump())
-            session.flush()
-            return gallery_out(session, row)
+    def work(session: Session) -> GalleryOut:
+        row = create_gallery(session, model=model, **body.model_dump())
+        session.flush()
+        return gallery_out(session, row)
 
-    out = await state.gallery_call(work)
     details = body.model_dump(mode="json", exclude={"name", "purpose", "keep_images"})
     details["image_retention"] = body.keep_images
-    await state.record(
+    audit = state.audit_hook(
         key, "gallery.create", gallery=body.name, purpose=body.purpose, details=details
     )
-    return out
+    return await state.act(work, audit)
 
 
 @router.get("", response_model=list[GalleryOut])
@@ -68,11 +66,11 @@ async def list_(
     """The galleries this key may use."""
 
     def work(galleries: GalleryService) -> list[GalleryOut]:
-        with galleries.db.session() as session:
-            rows = [g for g in list_galleries(session) if key.can_access(g.name)]
+        with galleries.db.read() as session:
+            rows = [g for g in list_galleries(session) if key.can_access(g.id)]
             return [gallery_out(session, g) for g in rows]
 
-    return await state.gallery_call(work)
+    return await state.call(work)
 
 
 @router.get("/{gallery}", response_model=GalleryOut)
@@ -82,10 +80,10 @@ async def get(
     key: Annotated[ApiKey, Depends(require_gallery("galleries:read"))],
 ) -> GalleryOut:
     def work(galleries: GalleryService) -> GalleryOut:
-        with galleries.db.session() as session:
+        with galleries.db.read() as session:
             return gallery_out(session, get_gallery(session, name=gallery))
 
-    return await state.gallery_call(work)
+    return await state.call(work)
 
 
 @router.delete("/{gallery}", status_code=204)
@@ -95,14 +93,16 @@ async def delete(
     key: Annotated[ApiKey, Depends(require_gallery("galleries:write"))],
 ) -> None:
     """Delete a gallery with every subject and template, from the database and the index."""
-    await state.gallery_call(lambda galleries: galleries.delete(gallery))
-    await state.record(key, "gallery.delete", gallery=gallery)
+    audit = state.audit_hook(
+        key, "gallery.delete", gallery=gallery, details=lambda n: {"templates_erased": n}
+    )
+    await state.call(lambda galleries: galleries.delete(gallery, audit=audit))
 
 
 @router.put("/{gallery}/calibration", response_model=GalleryOut)
 async def calibrate(
     gallery: str,
-    profile: Annotated[dict[str, Any], Body(description="a profile from `yingyan calibrate fit`")],
+    profile: Annotated[JsonObject, Body(description="a profile from `yingyan calibrate fit`")],
     state: State,
     key: Annotated[ApiKey, Depends(require_gallery("galleries:write"))],
 ) -> GalleryOut:
@@ -125,14 +125,14 @@ async def uncalibrate(
 async def _set_calibration(
     state: AppState, key: ApiKey, gallery: str, profile: FairScoreProfile | None
 ) -> GalleryOut:
-    def work(galleries: GalleryService) -> GalleryOut:
-        galleries.set_calibration(gallery, profile)
-        with galleries.db.session() as session:
-            return gallery_out(session, get_gallery(session, name=gallery))
-
-    out = await state.gallery_call(work)
     details: dict[str, Any] = {"profile": profile.version if profile else None}
     if profile is not None:
         details |= {"method": profile.method, "name": profile.name}
-    await state.record(key, "gallery.calibrate", gallery=gallery, details=details)
-    return out
+    audit = state.audit_hook(key, "gallery.calibrate", gallery=gallery, details=details)
+
+    def work(galleries: GalleryService) -> GalleryOut:
+        galleries.set_calibration(gallery, profile, audit=audit)
+        with galleries.db.read() as session:
+            return gallery_out(session, get_gallery(session, name=gallery))
+
+    return await state.call(work)

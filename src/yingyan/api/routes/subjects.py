@@ -13,6 +13,7 @@ from yingyan.api.errors import ApiError
 from yingyan.api.images import image_body, read_images
 from yingyan.api.schemas import (
     ERROR_RESPONSES,
+    AfterId,
     ConsentOut,
     EnrollOut,
     ErasureOut,
@@ -20,6 +21,7 @@ from yingyan.api.schemas import (
     SubjectIn,
     SubjectOut,
     SubjectPage,
+    TemplateId,
 )
 from yingyan.api.security import require_gallery
 from yingyan.api.state import AppState, get_state
@@ -79,28 +81,28 @@ async def create(
 ) -> SubjectOut:
     """Register a subject (optionally with their consent); faces are enrolled separately."""
 
-    def work(galleries: GalleryService) -> SubjectOut:
-        with galleries.db.session() as session:
-            g = get_gallery(session, name=gallery)
-            row, created = get_or_create_subject(
-                session,
-                gallery_id=g.id,
-                external_id=body.external_id,
-                display_name=body.display_name,
-                metadata=dict(body.metadata),
-            )
-            if not created:
-                raise ConflictError(f"subject {body.external_id!r} already exists in {gallery!r}")
-            if body.consent is not None:
-                add_consent(session, subject_id=row.id, **body.consent.model_dump())
-            session.flush()
-            return subjects_out(session, [row])[0]
+    def work(session: Session) -> SubjectOut:
+        g = get_gallery(session, name=gallery)
+        row, created = get_or_create_subject(
+            session,
+            gallery_id=g.id,
+            external_id=body.external_id,
+            display_name=body.display_name,
+            metadata=dict(body.metadata),
+        )
+        if not created:
+            raise ConflictError(f"subject {body.external_id!r} already exists in {gallery!r}")
+        if body.consent is not None:
+            add_consent(session, subject_id=row.id, **body.consent.model_dump())
+        session.flush()
+        return subjects_out(session, [row])[0]
 
-    out = await state.gallery_call(work)
     details = {"subject": body.external_id, "consent": body.consent is not None}
     purpose = body.consent.purpose if body.consent else None
-    await state.record(key, "subject.create", gallery=gallery, purpose=purpose, details=details)
-    return out
+    audit = state.audit_hook(
+        key, "subject.create", gallery=gallery, purpose=purpose, details=details
+    )
+    return await state.act(work, audit)
 
 
 @router.get("/subjects", response_model=SubjectPage)
@@ -109,12 +111,12 @@ async def list_(
     state: State,
     key: Annotated[ApiKey, Depends(require_gallery("subjects:read"))],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    after: Annotated[int | None, Query(ge=0, description="next_after of the previous page")] = None,
+    after: AfterId = None,
 ) -> SubjectPage:
     """One page of subjects in registration order (keyset pagination: fast at any depth)."""
 
     def work(galleries: GalleryService) -> SubjectPage:
-        with galleries.db.session() as session:
+        with galleries.db.read() as session:
             g = get_gallery(session, name=gallery)
             rows = list_subjects(session, gallery_id=g.id, limit=limit, after_id=after)
             items = subjects_out(session, rows)
@@ -126,7 +128,7 @@ async def list_(
                 next_after=last,
             )
 
-    page = await state.gallery_call(work)
+    page = await state.call(work)
     await state.record(key, "subject.list", gallery=gallery, details={"count": len(page.items)})
     return page
 
@@ -139,12 +141,12 @@ async def get(
     key: Annotated[ApiKey, Depends(require_gallery("subjects:read"))],
 ) -> SubjectOut:
     def work(galleries: GalleryService) -> SubjectOut:
-        with galleries.db.session() as session:
+        with galleries.db.read() as session:
             g = get_gallery(session, name=gallery)
             row = get_subject(session, gallery_id=g.id, external_id=subject)
             return subjects_out(session, [row])[0]
 
-    out = await state.gallery_call(work)
+    out = await state.call(work)
     await state.record(key, "subject.read", gallery=gallery, details={"subject": subject})
     return out
 
@@ -157,13 +159,13 @@ async def erase(
     key: Annotated[ApiKey, Depends(require_gallery("subjects:write"))],
 ) -> ErasureOut:
     """Erase a subject: its templates leave the database and the index (really erased)."""
-    removed = await state.gallery_call(lambda g: g.erase_subject(gallery, subject))
-    await state.record(
+    audit = state.audit_hook(
         key,
         "subject.erase",
         gallery=gallery,
-        details={"subject": subject, "templates_erased": removed},
+        details=lambda ids: {"subject": subject, "templates_erased": len(ids)},
     )
+    removed = await state.call(lambda g: g.erase_subject(gallery, subject, audit=audit))
     return ErasureOut(external_id=subject, templates_erased=removed)
 
 
@@ -187,7 +189,7 @@ async def enroll(
     so; a face below the gallery's minimum quality is refused."""
     data = (await read_images(request, "image"))["image"]
 
-    await state.gallery_call(lambda g: _check_subject(g, gallery, subject))
+    await state.call(lambda g: _check_subject(g, gallery, subject))
     face = (await state.inference.faces(data, policy=face_policy))[0]
     template_id, created = await enrol_face(state, key, gallery, subject, data, face)
     return EnrollOut(
@@ -196,7 +198,7 @@ async def enroll(
 
 
 def _check_subject(galleries: GalleryService, gallery: str, subject: str) -> None:
-    with galleries.db.session() as session:
+    with galleries.db.read() as session:
         g = get_gallery(session, name=gallery)
         get_subject(session, gallery_id=g.id, external_id=subject)
 
@@ -215,9 +217,24 @@ async def enrol_face(
     A face below the gallery's minimum quality is refused. The image goes along and the store
     keeps it only if the gallery keeps images."""
     assert face.template is not None
+    quality = round(face.quality.score, 4)
+    audit = state.audit_hook(
+        key,
+        "face.enroll",
+        gallery=gallery,
+        details=lambda out: (
+            {
+                "subject": subject,
+                "template_id": out[0][0],
+                "created": out[0][1],
+                "quality": quality,
+            }
+            | _via(via)
+        ),
+    )
 
     def enroll(galleries: GalleryService) -> tuple[int, bool]:
-        with galleries.db.session() as session:
+        with galleries.db.read() as session:
             min_quality = get_gallery(session, name=gallery).min_quality
         if face.quality.score < min_quality:
             raise ApiError(
@@ -233,18 +250,10 @@ async def enrol_face(
             box=face.detection.box,
             image=data,
         )
-        ((template_id, created),) = galleries.enroll(gallery, [item])
+        ((template_id, created),) = galleries.enroll(gallery, [item], audit=audit)
         return template_id, created
 
-    template_id, created = await state.gallery_call(enroll)
-    details = {
-        "subject": subject,
-        "template_id": template_id,
-        "created": created,
-        "quality": round(face.quality.score, 4),
-    }
-    await state.record(key, "face.enroll", gallery=gallery, details=details | _via(via))
-    return template_id, created
+    return await state.call(enroll)
 
 
 def _via(api: str | None) -> dict[str, str]:
@@ -254,13 +263,16 @@ def _via(api: str | None) -> dict[str, str]:
 @router.delete("/faces/{template_id}", response_model=ErasureOut)
 async def erase_face(
     gallery: str,
-    template_id: int,
+    template_id: TemplateId,
     state: State,
     key: Annotated[ApiKey, Depends(require_gallery("subjects:write"))],
 ) -> ErasureOut:
     """Erase one enrolled face (template) from the database and the index."""
-    subject = await state.gallery_call(lambda g: g.erase_template(gallery, template_id))
-    await state.record(
-        key, "face.erase", gallery=gallery, details={"subject": subject, "template_id": template_id}
+    audit = state.audit_hook(
+        key,
+        "face.erase",
+        gallery=gallery,
+        details=lambda subjects: {"subject": subjects[0], "template_id": template_id},
     )
+    subject = await state.call(lambda g: g.erase_template(gallery, template_id, audit=audit))
     return ErasureOut(external_id=subject, templates_erased=1)

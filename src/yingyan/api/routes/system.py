@@ -1,5 +1,6 @@
 """Probes and metrics. /health and /ready answer without a key (orchestrators probe them and
-they reveal nothing); /metrics needs a key that may read the audit log (admin, auditor)."""
+they reveal nothing); /metrics needs a key that may read the audit log (admin, auditor) and is
+not scoped to galleries (its figures cover them all)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from yingyan.access.keys import ApiKey
 from yingyan.api.errors import ApiError
 from yingyan.api.schemas import ERROR_RESPONSES, Health, Readiness
-from yingyan.api.security import require
+from yingyan.api.security import require_unscoped
 from yingyan.api.state import AppState, get_state
 
 router = APIRouter(tags=["system"])
@@ -27,19 +28,21 @@ async def health() -> Health:
 
 @router.get("/ready", response_model=Readiness, responses={503: ERROR_RESPONSES[503]})
 async def ready(state: State) -> Readiness:
-    """The database answers and the inference workers have loaded their models."""
+    """The database answers and the inference workers have loaded their models (not while a
+    dead worker's pool is being replaced)."""
 
     def ping() -> None:
-        with state.db.session() as session:
+        with state.db.read() as session:
             session.execute(text("SELECT 1"))
 
     try:
         await run_in_threadpool(ping)
     except Exception as exc:
         raise ApiError("not_ready", f"database unavailable: {type(exc).__name__}") from None
+    unready = state.inference.unready_reason()
     info = state.inference.info
-    if info is None:
-        raise ApiError("not_ready", "the inference workers are starting")
+    if unready is not None or info is None:
+        raise ApiError("not_ready", unready or "the inference workers are starting")
     return Readiness(
         status="ready",
         model=str(info.model),
@@ -58,6 +61,10 @@ async def ready(state: State) -> Readiness:
         403: ERROR_RESPONSES[403],
     },
 )
-async def metrics(state: State, key: Annotated[ApiKey, Depends(require("audit:read"))]) -> Response:
-    """Prometheus metrics (text format 0.0.4)."""
+async def metrics(
+    state: State, key: Annotated[ApiKey, Depends(require_unscoped("audit:read"))]
+) -> Response:
+    """Prometheus metrics (text format 0.0.4). Their series count the requests, searches and
+    audit entries of every gallery together (labelled by route template, never by gallery), so
+    they need a key that may read the audit log and is scoped to no gallery."""
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -177,7 +177,11 @@ class VectorIndex(Protocol):
 
     def fingerprint(self) -> Fingerprint: ...
 
-    def save(self) -> None:
+    # The gallery change seq (`galleries.change_seq`) whose state the index holds; kept by the
+    # gallery service, saved with a file (0: unknown, e.g. a new or foreign index).
+    seq: int
+
+    def save(self) -> object:
         """Make the current state durable (a file written atomically, or a server flush)."""
         ...
 

@@ -17,15 +17,19 @@ overwritten with zeros, its id set to -1 (excluded from results by a search-time
 the graph is rebuilt from the remaining vectors once `compact_fraction` of it is erased.
 
 Persistence: the faiss file and a JSON sidecar (`<file>.json`: kind, dimension, model, params,
-fingerprint) are each written to a temporary file, fsynced and renamed into place. A crash
-between the two renames leaves a sidecar whose fingerprint disagrees with the file, which
-loading detects (VectorIndexError): the caller rebuilds from the database.
+fingerprint, and `seq`, the gallery change the contents reflect) are each written to a temporary
+file, fsynced and renamed into place. A crash between the two renames leaves a sidecar whose
+fingerprint disagrees with the file, which loading detects (VectorIndexError): the caller
+rebuilds from the database. Several processes share a file: saving holds an exclusive advisory
+lock (`<file>.lock`) and never replaces a file saved at a later `seq` (a process that is behind
+must not bring back what another erased); loading holds a shared lock, so it never sees the
+faiss file of one save with the sidecar of another.
 
 Encryption at rest: given a `TemplateCipher`, the faiss file is serialised in memory, sealed with
 AES-GCM (bound to the file's name, which names gallery and model) and written the same atomic
-way, so the vectors never reach the disk in clear. A plaintext file still loads (the next save
-encrypts it); a file under a retired or wrong key raises VectorIndexError (rebuild), and an
-encrypted file with no key configured raises KeyMissingError.
+way, so the vectors never reach the disk in clear. A plaintext file, or one under a retired or
+wrong key, raises VectorIndexError (rebuild; `yingyan encryption migrate` seals plaintext ones),
+and an encrypted file with no key configured raises KeyMissingError.
 
 Threads: faiss uses OpenMP, whose thread count is process-wide; opening an index sets it from
 `IndexSpec.threads` (1 suits a server that runs one search per request thread).
@@ -33,10 +37,13 @@ Threads: faiss uses OpenMP, whose thread count is process-wide; opening an index
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,11 +66,13 @@ from yingyan.gallery.index.base import (
 )
 from yingyan.privacy.cipher import (
     MAGIC,
+    MIGRATE_COMMAND,
     DecryptionError,
     KeyMissingError,
     UnknownKeyError,
     index_context,
 )
+from yingyan.privacy.files import write_new_private
 
 if TYPE_CHECKING:
     from yingyan.privacy.cipher import TemplateCipher
@@ -82,6 +91,7 @@ class Manifest:
     fingerprint: Fingerprint
     trained: bool  # false only for an IVF index saved before its first add (no faiss file)
     params: dict[str, Any]
+    seq: int = 0  # the gallery change seq the saved contents reflect (0: none recorded)
 
     def to_json(self) -> str:
         body = {
@@ -92,6 +102,7 @@ class Manifest:
             "fingerprint": self.fingerprint.as_dict(),
             "trained": self.trained,
             "params": self.params,
+            "seq": self.seq,
             "faiss": faiss.__version__,
         }
         return json.dumps(body, indent=2, sort_keys=True)
@@ -108,11 +119,30 @@ class Manifest:
             fingerprint=Fingerprint.from_dict(data["fingerprint"]),
             trained=bool(data["trained"]),
             params=dict(data["params"]),
+            seq=int(data.get("seq", 0)),
         )
 
 
 def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+@contextmanager
+def file_lock(path: Path, *, exclusive: bool) -> Iterator[None]:
+    """An advisory lock over an index file and its sidecar, between processes (flock) and
+    between threads (each holder opens the lock file anew, and flock locks belong to the
+    open file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def read_manifest(path: str | Path) -> Manifest:
@@ -156,6 +186,7 @@ class FaissIndex:
         self._path = path
         self._index = index if index is not None else _empty_index(spec, dimension)
         self._ids = _held_ids(self._index)
+        self.seq = 0  # the gallery change seq this index reflects, saved with it
         faiss.omp_set_num_threads(spec.threads)
         self.tune(nprobe=spec.nprobe, ef_search=spec.ef_search)
 
@@ -171,11 +202,14 @@ class FaissIndex:
     ) -> FaissIndex:
         """Load `path` if an index was saved there, else start empty. With `cipher` the file
         is saved encrypted (and an encrypted file can be loaded)."""
-        if path is None or not sidecar_path(path).exists():
-            if path is not None and path.exists():
-                raise VectorIndexError(f"{path} has no sidecar: not written by this code")
+        if path is None:
             return cls(spec, dimension, model=model, path=path, index=None, cipher=cipher)
-        return cls._load(spec, path, dimension, model, cipher)
+        with file_lock(path, exclusive=False):
+            if not sidecar_path(path).exists():
+                if path.exists():
+                    raise VectorIndexError(f"{path} has no sidecar: not written by this code")
+                return cls(spec, dimension, model=model, path=path, index=None, cipher=cipher)
+            return cls._load(spec, path, dimension, model, cipher)
 
     @classmethod
     def _load(
@@ -197,6 +231,7 @@ class FaissIndex:
         if index is not None and index.d != dimension:
             raise VectorIndexError(f"index file {path} has dimension {index.d}, not {dimension}")
         loaded = cls(spec, dimension, model=model, path=path, index=index, cipher=cipher)
+        loaded.seq = manifest.seq
         if loaded.fingerprint() != manifest.fingerprint:
             raise VectorIndexError(
                 f"index file {path} disagrees with its sidecar (interrupted save?): rebuild it"
@@ -264,16 +299,22 @@ class FaissIndex:
         scores, ids = self._index.search(q, k, params=self._search_params())
         return SearchResult.from_raw(scores, ids)
 
-    def save(self) -> None:
+    def save(self) -> bool:
+        """Write the file and its sidecar, unless the file on disk was saved at a later `seq`
+        by another process (then it is newer than this copy: False, nothing written)."""
         if self._path is None:
             raise VectorIndexError("this index has no file: open it with a path to save it")
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        if self._index is not None:
-            _atomic_write(self._path, self._writer(self._path, self._index))
-        text = self._manifest().to_json()
-        _atomic_write(sidecar_path(self._path), lambda tmp: tmp.write_text(text, "utf-8"))
-        if self._index is None:  # a stale file from before would contradict the sidecar
-            self._path.unlink(missing_ok=True)
+        path = self._path
+        with file_lock(path, exclusive=True):
+            if self.seq and _stored_seq(path) > self.seq:
+                return False
+            if self._index is not None:
+                _atomic_write(path, self._writer(path, self._index))
+            text = self._manifest().to_json()
+            _atomic_write(sidecar_path(path), lambda tmp: tmp.write_text(text, "utf-8"))
+            if self._index is None:  # a stale file from before would contradict the sidecar
+                path.unlink(missing_ok=True)
+        return True
 
     def _writer(self, path: Path, index: Any) -> Callable[[Path], object]:
         """How to write the faiss file: faiss itself, or sealed bytes when encrypting."""
@@ -344,6 +385,7 @@ class FaissIndex:
             model=self._model,
             fingerprint=self.fingerprint(),
             trained=self._index is not None,
+            seq=self.seq,
             params=params,
         )
 
@@ -433,20 +475,23 @@ def _compact_hnsw(index: Any, spec: IndexSpec, dim: int) -> Any:
     return fresh
 
 
-def reseal_file(path: Path, cipher: TemplateCipher) -> bool:
-    """Re-encrypt a saved faiss file under the cipher's active key (encrypting a plaintext one)
-    without loading it into faiss; the sidecar stays valid (it describes ids, not bytes).
-    False if it already was; VectorIndexError if it cannot be decrypted (rebuild it)."""
+def reseal_file(path: Path, cipher: TemplateCipher, *, only_plaintext: bool = False) -> bool:
+    """Re-encrypt a saved faiss file under the cipher's active key (encrypting a plaintext one:
+    the migration, the one place a plaintext file is read once a key is configured) without
+    loading it into faiss; the sidecar stays valid (it describes ids, not bytes). With
+    `only_plaintext`, a sealed file is left as it is. False if nothing was rewritten;
+    VectorIndexError if it cannot be decrypted (rebuild it)."""
     data = path.read_bytes()
-    if cipher.is_current(data):
+    if cipher.is_current(data) or (only_plaintext and data.startswith(MAGIC)):
         return False
-    blob = cipher.encrypt(_plain(path, data, cipher), index_context(path.name))
-    _atomic_write(path, lambda tmp: tmp.write_bytes(blob))
+    blob = cipher.encrypt(_plain(path, data, cipher, migrating=True), index_context(path.name))
+    _atomic_write(path, lambda tmp: write_new_private(tmp, blob))
     return True
 
 
 def _read(path: Path, cipher: TemplateCipher | None) -> Any:
-    """A faiss file, plaintext or sealed (decrypted with `cipher`, bound to the file's name)."""
+    """A faiss file: sealed (decrypted with `cipher`, bound to the file's name), or plaintext
+    when no cipher is configured."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -458,11 +503,20 @@ def _read(path: Path, cipher: TemplateCipher | None) -> Any:
         raise VectorIndexError(f"cannot read index file {path}: {exc}") from exc
 
 
-def _plain(path: Path, data: bytes, cipher: TemplateCipher | None) -> bytes:
-    """The faiss bytes of a file's contents: as they are if plaintext, else decrypted (bound to
-    the file's name); VectorIndexError if that fails (rebuild the file)."""
+def _plain(
+    path: Path, data: bytes, cipher: TemplateCipher | None, *, migrating: bool = False
+) -> bytes:
+    """The faiss bytes of a file's contents: decrypted (bound to the file's name), or as they
+    are if plaintext and no cipher is configured, or `migrating`. VectorIndexError if that
+    fails or a plaintext file meets a cipher (it is unauthenticated, perhaps planted): the
+    service then rebuilds the file from the database."""
     if not data.startswith(MAGIC):
-        return data
+        if cipher is None or migrating:
+            return data
+        raise VectorIndexError(
+            f"index file {path} is not encrypted and is refused while encryption is "
+            f"configured: seal it with `{MIGRATE_COMMAND}` (or delete it: it is rebuilt)"
+        )
     if cipher is None:
         raise KeyMissingError(f"index file {path} is encrypted but no key is configured")
     try:
@@ -471,9 +525,17 @@ def _plain(path: Path, data: bytes, cipher: TemplateCipher | None) -> bytes:
         raise VectorIndexError(f"cannot decrypt index file {path}: {exc.message}") from exc
 
 
+def _stored_seq(path: Path) -> int:
+    """The seq of the index saved at `path` (0 if none, or if its sidecar is unreadable)."""
+    try:
+        return read_manifest(path).seq
+    except VectorIndexError:
+        return 0
+
+
 def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Write through a temporary sibling, fsync it, then rename over `path` (atomic on POSIX)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         write(tmp)
         with tmp.open("rb") as fh:

@@ -4,8 +4,17 @@ The collection has two fields, `id` (INT64 primary key = template id, not auto-g
 `vector` (FLOAT_VECTOR of the model's dimension), and records the model id string and the
 format in its properties (`yingyan.model`, `yingyan.format`); opening a collection whose
 dimension, model or metric differs raises VectorIndexError. `add` upserts (insert or replace),
-`remove` deletes by primary key, `save` flushes. Scores are Milvus's COSINE or IP similarity,
-which for unit vectors both equal the faiss kinds' inner product.
+`save` flushes. Scores are Milvus's COSINE or IP similarity, which for unit vectors both equal
+the faiss kinds' inner product.
+
+Erasure: Milvus deletes are tombstones; the vector stays in its segment files until a compaction
+rewrites them. So `remove` deletes, flushes (the tombstone is durable: a crash cannot bring the
+vector back) and then purges: on a cluster it runs a manual compaction and waits for it (up to
+`compaction_wait` seconds; past that the server finishes it alone); Milvus Lite's compaction
+request is a no-op, so there the collection is rewritten without the erased rows (drop, create,
+insert the rest), which deletes the old segment files. `drop()` and the module-level
+`drop_collection(uri, name)` (for a gallery whose index this process never opened) drop the
+whole collection, files included.
 
 Milvus Lite (tests, a laptop): `open_index(IndexSpec(kind="milvus"), "gallery.db", ...)` starts
 an embedded Milvus Lite on that file (one process per file; it takes a file lock). It supports
@@ -35,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +71,8 @@ MODEL_PROPERTY = "yingyan.model"
 FORMAT_PROPERTY = "yingyan.format"
 MAX_TOPK = 16_384  # Milvus's limit on `limit`
 BATCH = 5_000  # rows per insert/get/delete request (a few MB, far below gRPC's 64 MB)
+COMPACTION_WAIT = 60.0  # seconds `remove` waits for a cluster's compaction to complete
+_COMPACTION_POLL = 0.2
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
 
@@ -83,6 +95,7 @@ class MilvusIndex:
         model: str,
         spec: IndexSpec,
         owns_client: bool = False,
+        compaction_wait: float = COMPACTION_WAIT,
     ) -> None:
         self._client = client
         self._name = collection
@@ -90,6 +103,9 @@ class MilvusIndex:
         self._model = model
         self._spec = spec
         self._owns_client = owns_client
+        self._compaction_wait = compaction_wait
+        self._lite: bool | None = None  # asked on the first purge
+        self.seq = 0  # the gallery change seq replayed into it (kept by the gallery service)
 
     @classmethod
     def open(
@@ -161,6 +177,10 @@ class MilvusIndex:
             self._client.upsert(self._name, rows)
 
     def remove(self, ids: npt.ArrayLike) -> int:
+        """Delete the held ones of `ids`, then flush and purge them from the segment files (see
+        the module's docstring): when it returns, the vectors cannot be fetched, even after a
+        crash, and their bytes are gone from Milvus Lite's files (a cluster's once its
+        compaction ends)."""
         wanted = np.unique(check_ids(ids)).tolist()
         removed = 0
         for start in range(0, len(wanted), BATCH):
@@ -173,6 +193,9 @@ class MilvusIndex:
             if held:
                 self._client.delete(self._name, ids=held)
             removed += len(held)
+        if removed:
+            self._client.flush(self._name)
+            self._purge()
         return removed
 
     def search(self, queries: npt.ArrayLike, k: int) -> SearchResult:
@@ -202,6 +225,52 @@ class MilvusIndex:
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
+
+    def drop(self) -> None:
+        """Erase the whole collection (its vectors and files) and close: the index is unusable
+        afterwards. Dropping an absent collection is not an error."""
+        try:
+            self._client.drop_collection(self._name)
+        finally:
+            self.close()
+
+    # --- erasure ------------------------------------------------------------------------------
+
+    def _purge(self) -> None:
+        """Make deleted rows leave the segment files: compact a cluster, rewrite Milvus Lite."""
+        if self._lite is None:
+            # Milvus Lite answers a compaction request without compacting: rewrite there.
+            self._lite = is_milvus_lite(self._client)
+        if self._lite:
+            self._rewrite()
+            return
+        job = self._client.compact(self._name)
+        deadline = time.monotonic() + self._compaction_wait
+        while self._client.get_compaction_state(job) != "Completed":
+            if time.monotonic() > deadline:
+                return  # the server carries on; the tombstones already hide the rows
+            time.sleep(_COMPACTION_POLL)
+
+    def _rewrite(self) -> None:
+        """Drop and recreate the collection with its remaining rows. A crash half-way leaves a
+        collection missing rows, never one holding erased ones; the service's reconciliation
+        with the database adds the missing rows back when it next opens the index."""
+        ids: list[IdArray] = []
+        vectors: list[npt.NDArray[np.float32]] = []
+        it = self._client.query_iterator(
+            self._name, batch_size=BATCH, output_fields=[ID_FIELD, VECTOR_FIELD]
+        )
+        try:
+            while batch := it.next():
+                ids.append(np.fromiter((r[ID_FIELD] for r in batch), np.int64, len(batch)))
+                vectors.append(np.asarray([r[VECTOR_FIELD] for r in batch], np.float32))
+        finally:
+            it.close()
+        self._client.drop_collection(self._name)
+        self._create()
+        if ids:
+            self.add(np.concatenate(ids), np.concatenate(vectors))
+        self._client.flush(self._name)
 
     # --- collection set-up --------------------------------------------------------------------
 
@@ -267,6 +336,27 @@ class MilvusIndex:
         if kind.startswith("IVF"):
             return {"nprobe": self._spec.nprobe}
         return {}
+
+
+def is_milvus_lite(client: MilvusClient) -> bool:
+    """Whether `client` talks to an embedded Milvus Lite (its version says so)."""
+    return "lite" in str(client.get_server_version()).lower()
+
+
+def drop_collection(uri: str, collection: str) -> bool:
+    """Drop `collection` on the Milvus at `uri` (a server URI or a Milvus Lite file) without
+    opening it as an index: erases a gallery whose index this process never opened, e.g.
+    after a restart. True if it existed."""
+    if not _NAME.match(collection):
+        raise VectorIndexError(f"invalid Milvus collection name {collection!r}")
+    client = _connect(uri)
+    try:
+        if not client.has_collection(collection):
+            return False
+        client.drop_collection(collection)
+        return True
+    finally:
+        client.close()
 
 
 def split_credentials(uri: str) -> tuple[str, str]:

@@ -1,0 +1,144 @@
+"""A calibrated similarity on [0, 1], for clients that expect CompreFace's scale.
+
+CompreFace clients accept a pair when its `similarity` exceeds a fixed number (often 0.8-0.9)
+and expect two different people to score low. A raw cosine cannot serve: dlib's model gives
+two different people 0.6-0.85. The similarity here is 0.5 at the operating threshold and is
+read through the impostor score distribution's tail, so that each similarity means one false
+match rate:
+
+    phi(score) = -log10 FMR(score)       impostor survival, measured (`Tail`)
+    similarity = logistic(GAIN * (phi(score) - phi(threshold)))
+    FMR(similarity >= s) = FMR(threshold) * 10 ** (-logit(s) / GAIN)
+
+so each +1/GAIN of logit divides the FMR by ten, whatever the threshold. The mapping is strictly
+increasing (ranks are kept) and only presents scores: every decision stays with the threshold.
+
+A scale without a measured tail (a calibrated gallery's normalised scores) uses a logistic in
+the score, 0.5 at its threshold, with the slope the measured tail has there expressed in
+impostor standard deviations (normalised scores are in those units); its FMR at other points is
+not measured. A model without a default threshold and no gallery threshold gets the cosine
+clipped to [0, 1], marked uncalibrated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+# Each 1/GAIN of logit(similarity) is one decade of FMR: 0.99 is 2.3 decades below 0.5.
+GAIN = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Tail:
+    """-log10 FMR of a model's impostor cosine scores at increasing knots; linear between them
+    and beyond the ends (a log-linear tail), so strictly increasing everywhere."""
+
+    model: str
+    scores: tuple[float, ...]
+    decades: tuple[float, ...]
+    source: str
+
+    def __post_init__(self) -> None:
+        if len(self.scores) < 4 or len(self.scores) != len(self.decades):
+            raise ValueError("a tail needs at least four (score, decades) knots")
+        if any(b <= a for a, b in zip(self.scores, self.scores[1:], strict=False)) or any(
+            b <= a for a, b in zip(self.decades, self.decades[1:], strict=False)
+        ):
+            raise ValueError("tail knots must increase strictly in score and in decades")
+
+    def phi(self, score: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        x = np.asarray(score, dtype=np.float64)
+        xs, ys = np.array(self.scores), np.array(self.decades)
+        low = (ys[1] - ys[0]) / (xs[1] - xs[0])
+        high = (ys[-1] - ys[-4]) / (xs[-1] - xs[-4])  # the last stretch, less noisy than a knot
+        out = np.interp(x, xs, ys)
+        out = np.where(x < xs[0], ys[0] + low * (x - xs[0]), out)
+        return np.asarray(np.where(x > xs[-1], ys[-1] + high * (x - xs[-1]), out))
+
+    def score_of(self, decades: float) -> float:
+        """The inverse of `phi`."""
+        xs, ys = np.array(self.scores), np.array(self.decades)
+        if decades < ys[0]:
+            return float(xs[0] + (decades - ys[0]) * (xs[1] - xs[0]) / (ys[1] - ys[0]))
+        if decades > ys[-1]:
+            return float(xs[-1] + (decades - ys[-1]) * (xs[-1] - xs[-4]) / (ys[-1] - ys[-4]))
+        return float(np.interp(decades, ys, xs))
+
+
+# Measured by `python benchmarks/similarity_scale.py --fit` on LFW view 2 (pairs.txt, its
+# 7,701 images) with `EngineConfig()`: every pair of images of different people.
+_DLIB_TAIL = Tail(
+    model="dlib_resnet_v1",
+    scores=(0.0, 0.5, 0.9, 1.0),
+    decades=(0.0, 0.3, 3.0, 6.0),
+    source="placeholder",
+)
+_TAILS = {_DLIB_TAIL.model: _DLIB_TAIL}
+# Width of the logistic for normalised scores (impostor standard deviations per unit logit):
+# 1 / (GAIN * phi'(t)) at dlib's default threshold, divided by the impostor cosine std.
+NORMALISED_WIDTH = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class SimilarityScale:
+    """How raw scores of one comparison context become similarities."""
+
+    kind: str  # "tail" (measured), "logistic" (normalised scores) or "uncalibrated"
+    threshold: float  # the raw score that maps to 0.5 (unused when uncalibrated)
+    tail: Tail | None = None
+    width: float = NORMALISED_WIDTH
+
+    def logits(self, scores: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        x = np.asarray(scores, dtype=np.float64)
+        if self.tail is not None:
+            return GAIN * (self.tail.phi(x) - self.tail.phi(self.threshold))
+        return (x - self.threshold) / self.width
+
+    def similarities(self, scores: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        if self.kind == "uncalibrated":
+            return np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+        return np.asarray(1.0 / (1.0 + np.exp(-np.clip(self.logits(scores), -700, 700))))
+
+    def similarity(self, score: float) -> float:
+        """One score's similarity, rounded as CompreFace shows it."""
+        return round(float(self.similarities(score)), 5)
+
+    def fmr_at(self, similarity: float) -> float | None:
+        """The FMR a similarity threshold gives, on the measured tail (None: not measured)."""
+        if self.tail is None:
+            return None
+        base = float(self.tail.phi(self.threshold))
+        return float(10 ** -(base + _logit(similarity) / GAIN))
+
+
+def _logit(p: float) -> float:
+    if not 0.0 < p < 1.0:
+        raise ValueError("a similarity threshold lies strictly between 0 and 1")
+    return math.log(p / (1.0 - p))
+
+
+def scale_for(model: str, threshold: float | None, *, normalised: bool = False) -> SimilarityScale:
+    """The scale of one context: the model's measured tail for cosine scores, a logistic for a
+    calibrated gallery's normalised scores, and the clipped cosine when nothing is known."""
+    if threshold is None:
+        return SimilarityScale("uncalibrated", math.nan)
+    tail = None if normalised else _TAILS.get(model.split("@")[0])
+    if tail is not None:
+        return SimilarityScale("tail", threshold, tail)
+    if normalised:
+        return SimilarityScale("logistic", threshold)
+    return SimilarityScale("uncalibrated", threshold)
+
+
+def threshold_score_at(scale: SimilarityScale, similarity: float) -> float:
+    """The raw score whose similarity is `similarity` (the inverse of the mapping)."""
+    if scale.kind == "uncalibrated":
+        return similarity
+    logit = _logit(similarity)
+    if scale.tail is None:
+        return scale.threshold + logit * scale.width
+    return scale.tail.score_of(float(scale.tail.phi(scale.threshold)) + logit / GAIN)
