@@ -30,25 +30,37 @@ from yingyan.comparison.thresholds import default_threshold
 from yingyan.evaluation.lfw import extract_images, image_dir, read_pairs
 
 SHARED = Path(os.environ.get("YINGYAN_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-CACHE = Path.home() / ".cache" / "yingyan" / "lfw-view2-default-templates.npz"
+CACHE = Path.home() / ".cache" / "yingyan" / "lfw-view2-chunks"
+CHUNK = 400
 LEVELS = (0.5, 0.8, 0.9, 0.95, 0.99)
 Vectors = npt.NDArray[np.float32]
 
 
-def templates(root: Path, cache: Path, workers: int | None) -> tuple[list[str], Vectors]:
-    """Names and flip templates of every view-2 image, from the cache or embedded once."""
-    if cache.is_file():
-        with np.load(cache) as z:
-            return [str(n) for n in z["names"]], z["vectors"].astype(np.float32)
-    pairs = read_pairs(root / "pairs.txt")
-    names = sorted({p.a for p in pairs} | {p.b for p in pairs})
-    got = extract_images(image_dir(root), names, EngineConfig(), workers=workers)
-    kept = [n for n in names if got[n].views is not None]
-    vectors = np.stack([got[n].template_vector(flip=True, jitter=0) for n in kept])
-    cache.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    np.savez(cache, names=np.array(kept), vectors=vectors)
-    os.chmod(cache, 0o600)
-    return kept, vectors.astype(np.float32)
+def templates(
+    root: Path, cache: Path, workers: int | None, max_images: int | None
+) -> tuple[set[str], list[str], Vectors]:
+    """The selected view-2 images (the first `max_images` in the order the folds use them) and
+    the names and flip templates of those embedded, 400 at a time into `cache` (resumable)."""
+    order = list(dict.fromkeys(n for p in read_pairs(root / "pairs.txt") for n in (p.a, p.b)))
+    order = order[:max_images] if max_images else order
+    wanted = set(order)
+    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    names: list[str] = []
+    vectors: list[Vectors] = []
+    for start in range(0, len(order), CHUNK):
+        chunk = cache / f"chunk{start:05d}.npz"
+        if not chunk.is_file():
+            todo = order[start : start + CHUNK]
+            got = extract_images(image_dir(root), todo, EngineConfig(), workers=workers)
+            kept = [n for n in todo if got[n].views is not None]
+            stack = np.stack([got[n].template_vector(flip=True, jitter=0) for n in kept])
+            np.savez(chunk, names=np.array(kept), vectors=stack)
+            os.chmod(chunk, 0o600)
+        with np.load(chunk) as z:
+            keep = [k for k, n in enumerate(z["names"]) if str(n) in wanted]
+            names += [str(z["names"][k]) for k in keep]
+            vectors.append(z["vectors"][keep].astype(np.float32))
+    return wanted, names, np.concatenate(vectors)
 
 
 def all_impostor_scores(names: list[str], vectors: Vectors) -> npt.NDArray[np.float32]:
@@ -64,12 +76,15 @@ def all_impostor_scores(names: list[str], vectors: Vectors) -> npt.NDArray[np.fl
 
 
 def protocol_scores(
-    root: Path, names: list[str], vectors: Vectors
+    root: Path, selected: set[str], names: list[str], vectors: Vectors
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Genuine and impostor scores of the protocol's pairs (a failed image: a non-match)."""
+    """Genuine and impostor scores of the protocol's pairs among the selected images (an
+    image that failed: a non-match)."""
     where = {n: k for k, n in enumerate(names)}
     genuine, impostor = [], []
     for p in read_pairs(root / "pairs.txt"):
+        if p.a not in selected or p.b not in selected:
+            continue
         ok = p.a in where and p.b in where
         s = float(vectors[where[p.a]] @ vectors[where[p.b]]) if ok else -1.0
         (genuine if p.same else impostor).append(s)
@@ -96,12 +111,13 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=SHARED / "datasets" / "lfw")
     ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--max-images", type=int, default=None, help="only the first N images")
     ap.add_argument("--fit", action="store_true", help="print the tail knots to store")
     args = ap.parse_args()
 
-    names, vectors = templates(args.root, args.cache, args.workers)
+    selected, names, vectors = templates(args.root, args.cache, args.workers, args.max_images)
     everyone = all_impostor_scores(names, vectors)
-    genuine, impostor = protocol_scores(args.root, names, vectors)
+    genuine, impostor = protocol_scores(args.root, selected, names, vectors)
     if args.fit:
         print(f"impostor tail knots ({len(everyone):,} all-pairs impostors):")
         print(tail_knots(everyone))

@@ -53,7 +53,9 @@ class StoredIndex:
 def db_ids(db: Database, gallery: str) -> frozenset[int]:
     """The gallery's template ids in the database (the truth)."""
     with db.session() as s:
-        return frozenset(int(i) for i in template_ids(s, gallery_id=get_gallery(s, name=gallery).id))
+        return frozenset(
+            int(i) for i in template_ids(s, gallery_id=get_gallery(s, name=gallery).id)
+        )
 
 
 def gallery_id(db: Database, gallery: str) -> int:

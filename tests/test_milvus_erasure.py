@@ -61,10 +61,13 @@ def vectors() -> npt.NDArray[np.float32]:
     return np.asarray(v / np.linalg.norm(v, axis=1, keepdims=True), np.float32)
 
 
+def writer_args() -> list[str]:
+    return [",".join(map(str, ERASED)), str(N), str(DIM)]
+
+
 def run_writer(path: Path, action: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", WRITER, str(path), COLLECTION, action]
-        + [",".join(map(str, ERASED)), str(N), str(DIM)],
+        [sys.executable, "-c", WRITER, str(path), COLLECTION, action, *writer_args()],
         capture_output=True,
         text=True,
         timeout=300,

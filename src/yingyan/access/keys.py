@@ -261,11 +261,8 @@ def _key(session: Session, row: ApiKeyRow) -> ApiKey:
 
 def _scoped(session: Session, ids: Sequence[int]) -> tuple[ScopedGallery, ...]:
     """The scope's ids in stored order, each with its gallery's current name (None: gone)."""
-    names = dict(
-        session.execute(select(GalleryRow.id, GalleryRow.name).where(GalleryRow.id.in_(ids)))
-        .tuples()
-        .all()
-    )
+    query = select(GalleryRow.id, GalleryRow.name).where(GalleryRow.id.in_(ids))
+    names = {gallery_id: name for gallery_id, name in session.execute(query)}
     return tuple(ScopedGallery(i, names.get(i)) for i in ids)
 
 
@@ -297,11 +294,8 @@ def _scope(session: Session, galleries: Sequence[str] | None) -> list[int] | Non
     names = list(dict.fromkeys(g.strip() for g in galleries))
     if not names or "" in names:
         raise InvalidValueError("a key's gallery scope lists non-empty names (or none: all)")
-    found = dict(
-        session.execute(select(GalleryRow.name, GalleryRow.id).where(GalleryRow.name.in_(names)))
-        .tuples()
-        .all()
-    )
+    query = select(GalleryRow.name, GalleryRow.id).where(GalleryRow.name.in_(names))
+    found = {name: gallery_id for name, gallery_id in session.execute(query)}
     missing = [n for n in names if n not in found]
     if missing:
         raise NotFoundError(

@@ -125,7 +125,9 @@ def collection_scale(galleries: GalleryService, gallery: str) -> CollectionScale
     own = galleries.decision_threshold(gallery)
     if own is None:
         return CollectionScale(row.kind, model_scale(row.model), profile)
-    scale = scale_for(row.model, own[0], normalised=profile is not None)
+    # A cohort profile's scores are z-like; a clusters profile only shifts cosine scores.
+    normalised = profile is not None and profile.method == "cohort"
+    scale = scale_for(row.model, own[0], normalised=normalised)
     return CollectionScale(row.kind, scale, profile)
 
 

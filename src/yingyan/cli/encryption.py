@@ -111,7 +111,7 @@ def rotate(
         details = {
             "active_key": report.active_key,
             "rewritten": report.rewritten,
-            "images": report.images,
+            "images_rewritten": report.images,  # a count ("images" alone is refused)
             "scanned": report.scanned,
             "index_files": files,
         }
@@ -156,8 +156,8 @@ def migrate(
         files, dropped = reseal_index_files(folder / "index", cipher, only_plaintext=True)
         details = {
             "active_key": report.active_key,
-            "templates": report.rewritten,
-            "images": report.images,
+            "templates_sealed": report.rewritten,  # counts, never the data
+            "images_sealed": report.images,
             "scanned": report.scanned,
             "index_files": files,
         }

@@ -433,8 +433,9 @@ from yingyan.cli import encryption  # noqa: E402
 
 encryption.register(app)
 
-from yingyan.cli import retention, serve  # noqa: E402
+from yingyan.cli import maintenance, retention, serve  # noqa: E402
 
+maintenance.register(app)
 retention.register(app)
 serve.register(app)
 

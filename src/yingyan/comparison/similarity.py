@@ -13,11 +13,10 @@ match rate:
 so each +1/GAIN of logit divides the FMR by ten, whatever the threshold. The mapping is strictly
 increasing (ranks are kept) and only presents scores: every decision stays with the threshold.
 
-A scale without a measured tail (a calibrated gallery's normalised scores) uses a logistic in
-the score, 0.5 at its threshold, with the slope the measured tail has there expressed in
-impostor standard deviations (normalised scores are in those units); its FMR at other points is
-not measured. A model without a default threshold and no gallery threshold gets the cosine
-clipped to [0, 1], marked uncalibrated.
+A scale without a measured tail (a cohort-calibrated gallery's normalised scores, a model with
+no measured tail) uses a logistic in the score, 0.5 at its threshold; its FMR at other points is
+not measured. A model with neither a default nor a gallery threshold keeps the cosine clipped to
+[0, 1] ("uncalibrated").
 """
 
 from __future__ import annotations
@@ -78,9 +77,12 @@ _DLIB_TAIL = Tail(
     source="placeholder",
 )
 _TAILS = {_DLIB_TAIL.model: _DLIB_TAIL}
-# Width of the logistic for normalised scores (impostor standard deviations per unit logit):
-# 1 / (GAIN * phi'(t)) at dlib's default threshold, divided by the impostor cosine std.
-NORMALISED_WIDTH = 0.25
+# Logistic widths (score units per unit of logit) where no tail is measured. Cosine of another
+# model: dlib's local width at its default threshold, 1 / (GAIN * phi'(0.912)), a guess.
+# Cohort-normalised scores (z-like): a Gaussian tail falls one decade per ~0.63 near FMR 1e-3,
+# so 0.63 / GAIN gives about one decade per 1/GAIN of logit there.
+COSINE_WIDTH = 0.01
+NORMALISED_WIDTH = 0.63 / GAIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +131,9 @@ def scale_for(model: str, threshold: float | None, *, normalised: bool = False) 
     tail = None if normalised else _TAILS.get(model.split("@")[0])
     if tail is not None:
         return SimilarityScale("tail", threshold, tail)
-    if normalised:
-        return SimilarityScale("logistic", threshold)
-    return SimilarityScale("uncalibrated", threshold)
+    return SimilarityScale(
+        "logistic", threshold, width=NORMALISED_WIDTH if normalised else COSINE_WIDTH
+    )
 
 
 def threshold_score_at(scale: SimilarityScale, similarity: float) -> float:
