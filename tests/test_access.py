@@ -435,6 +435,10 @@ def test_cli_keys_errors_exit_2(target: Target) -> None:
     r = runner.invoke(app, ["keys", "revoke", "nope", *db_args])
     assert r.exit_code == 2 and "not_found" in r.stderr
     r = runner.invoke(
+        app, ["keys", "create", "--role", "admin", "--name", "x", "-g", "nowhere", *db_args]
+    )
+    assert r.exit_code == 2 and "no gallery named 'nowhere'" in r.stderr
+    r = runner.invoke(
         app,
         ["keys", "create", "--role", "admin", "--name", "x", "--expires-at", "soon", *db_args],
     )

@@ -320,12 +320,10 @@ def test_concurrent_writers_and_searches_get_no_server_error(target: Target, sti
         _make_gallery(url, admin, "load")
         for i in range(2):
             _enrol(url, admin, "load", f"seed{i}", images[i])
-        stop = time.monotonic() + 20
-
         def client(n: int) -> None:
             rng = random.Random(n)
             with httpx.Client(base_url=url, headers=admin, timeout=120) as http:
-                while time.monotonic() < stop:
+                for _ in range(10):
                     op = rng.choice(["enrol", "erase", "identify", "verify", "gallery"])
                     subject = f"c{n}-{rng.randrange(4)}"
                     if op == "enrol":
@@ -367,7 +365,7 @@ def test_concurrent_writers_and_searches_get_no_server_error(target: Target, sti
             keys += 1
         for t in threads:
             t.join()
-    assert len(statuses) > 50 and keys > 0
+    assert len(statuses) == 60 and keys > 0
     assert not errors, errors[:5]
     with target.open() as db, db.read() as s:
         assert verify(s).ok

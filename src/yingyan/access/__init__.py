@@ -1,16 +1,20 @@
 """Access control: API keys (only their hash is stored) and the roles that say what a key may
-do. The service checks `authenticate`, then `allows(key.role, permission)` and
-`key.can_access(gallery)`."""
+do. The service checks `authenticate`, then `allows(key.role, permission)` and `reaches(session,
+key, gallery)`: a scope holds gallery ids, so a gallery created again under an old name is outside
+the old keys."""
 
 from yingyan.access.keys import (
+    MAX_NAME,
     ApiKey,
     IssuedKey,
     KeyStatus,
+    ScopedGallery,
     authenticate,
     count_active_keys,
     create_key,
     get_key,
     list_keys,
+    reaches,
     revoke_key,
     rotate_key,
 )
@@ -25,6 +29,7 @@ from yingyan.access.roles import (
 )
 
 __all__ = [
+    "MAX_NAME",
     "PERMISSIONS",
     "ROLE_NAMES",
     "ApiKey",
@@ -33,6 +38,7 @@ __all__ = [
     "KeyStatus",
     "Permission",
     "Role",
+    "ScopedGallery",
     "allows",
     "authenticate",
     "count_active_keys",
@@ -40,6 +46,7 @@ __all__ = [
     "get_key",
     "list_keys",
     "parse_role",
+    "reaches",
     "revoke_key",
     "rotate_key",
 ]

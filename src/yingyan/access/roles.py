@@ -1,7 +1,8 @@
 """Roles and what each may do: a fixed table, so a key's power is read from its role alone.
 
 Permissions are coarse on purpose (one per kind of act the service offers); which galleries a
-key reaches is its scope (`ApiKey.can_access`), checked separately.
+key reaches is its scope of gallery ids (`ApiKey.can_access`, `keys.reaches`), checked
+separately.
 """
 
 from __future__ import annotations

@@ -20,6 +20,10 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 
 class Metrics:
+    """The service's series. None carries a gallery label (names would leak into the scraper
+    and grow without bound), so every series sums all galleries: /metrics is for keys scoped
+    to no gallery."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(

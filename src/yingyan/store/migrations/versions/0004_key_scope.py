@@ -21,7 +21,7 @@ branch_labels: str | None = None
 depends_on: str | None = None
 
 # SQLite's batch mode recreates the table: keep AUTOINCREMENT (key ids are never reused).
-_KEEP_IDS: Final = {"table_kwargs": {"sqlite_autoincrement": True}}
+_KEEP_IDS: Final[dict[str, Any]] = {"sqlite_autoincrement": True}
 _galleries = sa.table("galleries", sa.column("id", sa.Integer()), sa.column("name", sa.String()))
 
 
@@ -30,20 +30,20 @@ def _keys(column: str) -> sa.TableClause:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("api_keys", **_KEEP_IDS) as batch:
+    with op.batch_alter_table("api_keys", table_kwargs=_KEEP_IDS) as batch:
         batch.add_column(sa.Column("gallery_ids", sa.JSON(), nullable=True))
     ids = {name: gid for gid, name in _gallery_rows()}
     _convert("galleries", "gallery_ids", lambda name: ids.get(str(name)))
-    with op.batch_alter_table("api_keys", **_KEEP_IDS) as batch:
+    with op.batch_alter_table("api_keys", table_kwargs=_KEEP_IDS) as batch:
         batch.drop_column("galleries")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("api_keys", **_KEEP_IDS) as batch:
+    with op.batch_alter_table("api_keys", table_kwargs=_KEEP_IDS) as batch:
         batch.add_column(sa.Column("galleries", sa.JSON(), nullable=True))
     names: Mapping[int, str] = dict(_gallery_rows())
     _convert("gallery_ids", "galleries", lambda gid: names.get(int(gid)))
-    with op.batch_alter_table("api_keys", **_KEEP_IDS) as batch:
+    with op.batch_alter_table("api_keys", table_kwargs=_KEEP_IDS) as batch:
         batch.drop_column("gallery_ids")
 
 
