@@ -66,12 +66,21 @@ def test_gallery_commands_are_audited(tmp_path: Path, stills: Path) -> None:
 
     entries = json.loads(_run("audit", "list", "--json", *where))
     ops = [e["operation"] for e in entries]
-    assert ops == ["gallery.create", "face.enroll.bulk", "identify", "dedup", "gallery.delete"]
+    # Each batch of a bulk enrolment is audited with the act (one batch here), then a summary.
+    assert ops == [
+        "gallery.create",
+        "face.enroll",
+        "face.enroll.bulk",
+        "identify",
+        "dedup",
+        "gallery.delete",
+    ]
     assert all(e["actor"].startswith("cli:") for e in entries)
-    search = entries[2]
+    search = entries[3]
     assert (search["purpose"], search["case_reference"]) == ("inquiry", "CASE-9")
     assert search["details"]["candidates"][0][0][0] == "w2"
-    assert entries[1]["details"]["enrolled"] == 2
+    assert len(entries[1]["details"]["template_ids"]) == 2
+    assert entries[2]["details"]["enrolled"] == 2
     assert "ok" in _run("audit", "verify", *where)
 
 

@@ -320,6 +320,7 @@ def test_concurrent_writers_and_searches_get_no_server_error(target: Target, sti
         _make_gallery(url, admin, "load")
         for i in range(2):
             _enrol(url, admin, "load", f"seed{i}", images[i])
+
         def client(n: int) -> None:
             rng = random.Random(n)
             with httpx.Client(base_url=url, headers=admin, timeout=120) as http:
@@ -489,3 +490,66 @@ def test_a_process_never_returns_what_another_erased(
     assert erased_tid not in stored
     with target.open() as db, db.read() as s:
         assert stored == set(s.scalars(select(TemplateRow.id)))
+
+
+CRASH_AFTER_DELETE = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from yingyan.store import delete_gallery, open_database
+    db = open_database(sys.argv[1] or None, Path(sys.argv[2]))
+    with db.session() as s:  # what `GalleryService.delete` commits first
+        delete_gallery(s, name="doomed")
+    os.kill(os.getpid(), signal.SIGKILL)  # dies before it removes the index files
+    """
+)
+
+
+def test_index_files_orphaned_by_a_crash_are_removed_at_start(
+    target: Target, stills: Path, engine: Any
+) -> None:
+    """A process killed between a gallery's deletion and the removal of its index files
+    leaves them behind; the next service start deletes them (and keeps the others')."""
+    from yingyan import load_image
+    from yingyan.api.app import open_state
+    from yingyan.api.observability import Metrics
+    from yingyan.gallery.service import EnrollItem
+
+    settings = Settings(data_dir=target.data_dir, database_url=target.url, workers=0)
+    state = open_state(settings, Metrics())
+    template = engine.templates(load_image(stills / "obama.jpg"))[0]
+    from yingyan.store import create_gallery
+
+    for name in ("doomed", "kept"):
+        with state.db.session() as s:
+            create_gallery(
+                s,
+                name=name,
+                kind="enrollment",
+                purpose="p",
+                legal_basis="b",
+                model=str(template.model),
+            )
+        state.galleries.enroll(name, [EnrollItem("obama", template, 0.9, "a" * 64)])
+    state.galleries.close()
+    state.db.close()
+    files = sorted(settings.index_dir.glob("gallery-*.faiss*"))
+    assert len([f for f in files if f.suffix == ".faiss"]) == 2
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASH_AFTER_DELETE, target.url or "", str(target.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert crashed.returncode == -9, crashed.stderr
+    assert sorted(settings.index_dir.glob("gallery-*.faiss*")) == files  # the orphans stay
+    state = open_state(settings, Metrics())
+    try:
+        left = sorted(p.name for p in settings.index_dir.glob("gallery-*.faiss"))
+        with state.db.read() as s:
+            kept = s.scalar(select(GalleryRow.id).where(GalleryRow.name == "kept"))
+        assert left == [p.name for p in files if p.name.startswith(f"gallery-{kept}-")][:1]
+        assert state.galleries.identify("kept", [template], k=1)[0][0].external_id == "obama"
+    finally:
+        state.galleries.close()
+        state.db.close()

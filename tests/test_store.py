@@ -70,6 +70,7 @@ TABLES = {
     "templates",
     "consents",
     "calibration_profiles",
+    "gallery_changes",
     "api_keys",
     "audit_log",
     "audit_head",
