@@ -351,6 +351,7 @@ def run(
         "acts_acknowledged": api_acts,
         "acts_audited": audited,
         "by_operation": {op: [acks.acts[op], counts[op]] for op in sorted(acks.acts)},
+        "server_finds_cli_enrolment": cli_found,
         "index_equals_database": state["stored"] == state["ids"],
         "index_stored_vs_db": [len(state["stored"] or []), len(state["ids"])],
         "chain_ok": ok,
@@ -480,7 +481,8 @@ def main() -> None:
         print(
             f"  index as stored == database: {p1['index_equals_database']} "
             f"(stored {p1['index_stored_vs_db'][0]}, db {p1['index_stored_vs_db'][1]}); "
-            f"chain ok {p1['chain_ok']}; CLI {p1['cli']}"
+            f"chain ok {p1['chain_ok']}; server finds what the CLI enrolled: "
+            f"{p1['server_finds_cli_enrolment']}; CLI {p1['cli']}"
         )
         print(
             f"  other load on the machine: {p1['other_load_cores']} cores; "

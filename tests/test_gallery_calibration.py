@@ -199,7 +199,10 @@ def test_a_cosine_threshold_is_never_compared_with_normalised_scores(
     assert alerts() == raw_alerts  # nothing changed: the gallery still answers on raw scores
 
     service.set_calibration("g", profile, threshold=profile.global_threshold)
-    assert service.decision_threshold("g") == (profile.global_threshold, "the gallery's threshold")
+    assert service.decision_threshold("g") == (
+        profile.global_threshold,
+        f"calibration profile c v{profile.version} (the gallery's own threshold on its scale)",
+    )
     calibrated_alerts = alerts()
     assert calibrated_alerts < raw_alerts
     genuine = [Template(people[p][1], engine.model_id) for p in names]

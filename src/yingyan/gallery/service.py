@@ -692,7 +692,9 @@ class GalleryService:
                     f"gallery {gallery!r} holds templates of {g.model}, not of {p.model}"
                 )
         if mode == "threshold":
-            threshold = threshold if threshold is not None else g.threshold
+            if threshold is None:
+                own = self.decision_threshold(gallery)
+                threshold = None if own is None else own[0]
             if threshold is None:
                 raise ConfigError(f"gallery {gallery!r} has no threshold; pass one")
         if not probes:
@@ -739,14 +741,14 @@ class GalleryService:
         """The gallery's threshold and where it comes from: its own, else its calibration
         profile's (normalised scores are on another scale than the model's default)."""
         g = self._detached_gallery(gallery)
-        if g.threshold is not None:
-            return g.threshold, "the gallery's threshold"
         profile = self.profile(g)
         if profile is not None:
-            return (
-                profile.global_threshold,
-                f"calibration profile {profile.name} v{profile.version}",
-            )
+            scale = f"calibration profile {profile.name} v{profile.version}"
+            if g.threshold is not None:
+                return g.threshold, f"{scale} (the gallery's own threshold on its scale)"
+            return profile.global_threshold, scale
+        if g.threshold is not None:
+            return g.threshold, "the gallery's threshold"
         return None
 
     # -- calibration -------------------------------------------------------------------------

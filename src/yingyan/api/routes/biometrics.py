@@ -63,6 +63,13 @@ def candidates_detail(results: list[list[SubjectCandidate]]) -> list[list[list[o
 def _threshold(model: str, gallery: tuple[float, str] | None, given: float | None) -> Threshold:
     """The caller's threshold, else the gallery's (its own or its calibration profile's),
     else the model's default."""
+    if given is not None and gallery is not None and gallery[1].startswith("calibration"):
+        # A caller's threshold is a cosine in [-1, 1]; this gallery scores on another scale.
+        raise ApiError(
+            "invalid_value",
+            f"this gallery's scores are normalised by its {gallery[1]}: a threshold on the "
+            f"cosine scale does not apply; leave it out (the gallery's is {gallery[0]:.4f})",
+        )
     if given is not None:
         return custom_threshold(model, given)
     if gallery is not None:
