@@ -336,9 +336,13 @@ def run(
             t.join()
     load_seconds = time.monotonic() - started
     with httpx.Client(base_url=base, headers={"x-api-key": admin}, timeout=300) as http:
-        acks.note(
-            "", http.post(f"/api/v1/galleries/{GALLERY}/identify", files=jpeg(probe, "probe"))
+        # What the CLI enrolled while the server ran must be found by the server.
+        r = http.post(
+            f"/api/v1/galleries/{GALLERY}/identify", files=jpeg(manifest_images[0], "probe")
         )
+        acks.note("", r)
+        found = r.json()["faces"][0]["candidates"] if r.status_code == 200 else []
+        cli_found = bool(found) and found[0]["external_id"] == "cli0"
     ok, counts, _ = audit_counts(tree, data, url, "key:")
     state = db_state(tree, data, url)
     api_acts = sum(acks.acts.values())
