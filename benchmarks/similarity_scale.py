@@ -1,18 +1,19 @@
 """The CompreFace similarity scale, measured on LFW view 2 with the default engine.
 
-    python benchmarks/similarity_scale.py [--root ../shared/datasets/lfw] [--fit]
+    python benchmarks/similarity_scale.py [--root ../shared/datasets/lfw] [--max-images N] [--fit]
 
-Every image of `pairs.txt` (7,701) is embedded once with `EngineConfig()` (hog+cnn, 5-point
-chip, chip + mirror averaged) and the templates are cached (`--cache`; LFW-derived biometric
-data: kept in the user cache, never in the repository). Two impostor sets are scored:
-the protocol's 3,000 different-person pairs, and every pair of images of different people
-among those 7,701 images (about 29 million pairs, enough to observe FMRs down to ~1e-6).
+The images of `pairs.txt` (7,701; `--max-images`: the first N in the order the folds use
+them) are embedded once with `EngineConfig()` (hog+cnn, 5-point chip, chip + mirror averaged),
+400 at a time into a resumable cache (`--cache`; LFW-derived biometric data: the user cache,
+never the repository). Two impostor sets are scored: the protocol's different-person pairs,
+and every pair of images of different people (29 million pairs for all 7,701 images, enough
+to observe FMRs near 1e-6).
 
 Prints, for similarity 0.5, 0.8, 0.9, 0.95 and 0.99 (the mapping of
 `yingyan.comparison.similarity` at the model's default threshold): the cosine score it
 corresponds to, the FMR it promises, the FMR measured on both impostor sets, and the FNMR on
-the protocol's 3,000 same-person pairs. With `--fit`, also prints the impostor tail knots the
-module stores (`_DLIB_TAIL`), measured on the all-pairs impostor set.
+the protocol's same-person pairs. With `--fit`, also prints the impostor tail knots the module
+stores (`_DLIB_TAIL`), measured on the all-pairs impostor set.
 """
 
 from __future__ import annotations

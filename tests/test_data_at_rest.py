@@ -334,12 +334,6 @@ def test_resealed_index_file_is_private(tmp_path: Path, permissive_umask: None) 
     assert _mode(path) == 0o600
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="until the index save path creates its folder and files with privacy.files "
-    "(GalleryService: private_dir(index_dir); faiss_index._atomic_write: new_private_file(tmp); "
-    "the lock file: private_file)",
-)
 def test_saved_index_files_and_folder_are_private(tmp_path: Path, permissive_umask: None) -> None:
     """Every file in the index folder (faiss file, sidecar, lock) is 0600, the folder 0700."""
     data = tmp_path / "data"

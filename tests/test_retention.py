@@ -16,7 +16,10 @@ from yingyan.audit.log import entries, verify
 from yingyan.cli.gallery import open_service
 from yingyan.cli.main import app
 from yingyan.gallery.service import EnrollItem
-from yingyan.store import add_consent, create_gallery, get_gallery, get_subject
+from yingyan.privacy import load_cipher
+from yingyan.store import add_consent, create_gallery, get_gallery, get_subject, open_database
+
+from ._index import db_ids, stored_gallery
 
 pytestmark = pytest.mark.shared
 runner = CliRunner()
@@ -81,6 +84,18 @@ def test_retention_purges_ended_consents_and_expired_galleries(
     purged = json.loads(result.output)["purged"]
     assert {(p["gallery"], p["external_id"]) for p in purged} == {(g, e) for g, e, _ in expected}
     assert all(p["templates"] == 1 for p in purged)
+
+    # The index files as the CLI left them (read without a service, which would repair them):
+    # biden's vector is gone from staff's, every vector from the expired gallery's.
+    cipher = load_cipher(tmp_path / "template-keys.json", None)
+    with open_database(None, tmp_path) as db:
+        staff_index = stored_gallery(db, tmp_path / "index", "staff", cipher)
+        assert staff_index.ids == db_ids(db, "staff") and len(staff_index.ids) == 2
+        assert not staff_index.holds_bytes(templates["biden"][1].vector)
+        assert staff_index.holds_bytes(templates["obama"][1].vector)  # the check can fail
+        event_index = stored_gallery(db, tmp_path / "index", "event", cipher)
+        assert event_index.ids == db_ids(db, "event") == frozenset()
+        assert not any(event_index.holds_bytes(t.vector) for _, t in templates.values())
 
     with open_service(tmp_path, None) as service:
         (found,) = service.identify("staff", [templates["biden"][1]], k=5)

@@ -36,6 +36,7 @@ STATUS: Final[dict[str, int]] = {
     "model_mismatch": 422,
     "purpose_required": 422,
     "store_unavailable": 503,
+    "plaintext_refused": 503,  # data at rest awaits `yingyan encryption migrate`
     "model_unavailable": 503,
     "not_ready": 503,
     "inference_unavailable": 503,

@@ -51,6 +51,7 @@ from yingyan.gallery.index import (
     VectorIndexError,
     open_index,
 )
+from yingyan.privacy.files import private_dir
 from yingyan.store import (
     Database,
     GalleryRow,
@@ -391,13 +392,15 @@ class GalleryService:
         dimension = dimension or self._dimension(gallery.id) or self._saved_dimension(path)
         if dimension is None:
             return None
-        self.index_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.index_dir, tighten=False)
         try:
             return self._open_index(gallery, dimension, path)
         except VectorIndexError:
             if path is None:
                 raise
-            path.unlink(missing_ok=True)  # a torn or foreign file: the database rebuilds it
+            # A torn or foreign file (or its sidecar): the database rebuilds it.
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + ".json").unlink(missing_ok=True)
             return self._open_index(gallery, dimension, path)
 
     @staticmethod

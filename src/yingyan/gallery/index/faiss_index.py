@@ -72,7 +72,12 @@ from yingyan.privacy.cipher import (
     UnknownKeyError,
     index_context,
 )
-from yingyan.privacy.files import write_new_private
+from yingyan.privacy.files import (
+    new_private_file,
+    private_dir,
+    private_file,
+    write_new_private,
+)
 
 if TYPE_CHECKING:
     from yingyan.privacy.cipher import TemplateCipher
@@ -136,8 +141,8 @@ def file_lock(path: Path, *, exclusive: bool) -> Iterator[None]:
     """An advisory lock over an index file and its sidecar, between processes (flock) and
     between threads (each holder opens the lock file anew, and flock locks belong to the
     open file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o600)
+    private_dir(path.parent, tighten=False)
+    fd = os.open(private_file(lock_path(path)), os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
@@ -537,6 +542,7 @@ def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Write through a temporary sibling, fsync it, then rename over `path` (atomic on POSIX)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
+        new_private_file(tmp)  # 0600 from its creation: faiss and write_text keep the mode
         write(tmp)
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
