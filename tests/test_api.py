@@ -24,6 +24,8 @@ from yingyan.privacy.cipher import MAGIC
 from yingyan.settings import Settings
 from yingyan.store import Database, TemplateRow, open_database
 
+from ._index import stored_gallery
+
 pytestmark = pytest.mark.shared
 
 # Every route of the API and the permission it needs (None: public). A new route that is not
@@ -418,6 +420,21 @@ def test_watchlist_searches_need_a_purpose_and_are_audited_with_it(api: Api, sti
     assert search[-1]["purpose"] == "robbery inquiry"
     assert search[-1]["case_reference"] == "CASE-42"
     assert search[-1]["details"]["candidates"][0][0][0] == "w1"
+    refused = [e for e in entries if e["outcome"] == "refused" and e["gallery"] == "wanted"]
+    assert [e["operation"] for e in refused] == ["identify"]
+    # A 1:1 check against a watchlist subject is a search of the watchlist too.
+    verify = "/api/v1/galleries/wanted/subjects/w1/verify"
+    r = api.client.post(verify, files=probe, headers=api.h("operator"))
+    assert r.status_code == 422 and error_code(r) == "purpose_required"
+    r = api.client.post(
+        f"{verify}?purpose=robbery%20inquiry&case_reference=CASE-42",
+        files=probe,
+        headers=api.h("operator"),
+    )
+    assert r.status_code == 200, r.text
+    entries = api.client.get("/api/v1/audit?limit=1000", headers=api.h("auditor")).json()["items"]
+    refused = [e for e in entries if e["outcome"] == "refused" and e["gallery"] == "wanted"]
+    assert [e["operation"] for e in refused] == ["identify", "verify.subject"]
 
 
 def test_audit_holds_no_image_or_template_and_its_chain_verifies(
@@ -474,9 +491,15 @@ def test_erased_subject_can_no_longer_be_found(api: Api, stills: Path) -> None:
     top = before["faces"][0]["candidates"][0]
     assert top["external_id"] == "obama"
     obama_template = top["template_id"]
+    state = api.client.app.state.yingyan  # type: ignore[attr-defined]
+    index_dir, cipher = state.galleries.index_dir, state.galleries.cipher
+    obama_vector = stored_gallery(state.db, index_dir, "erasure", cipher).vector(obama_template)
+    assert obama_vector is not None  # the file holds it: the check below can fail
 
     r = api.client.delete("/api/v1/galleries/erasure/subjects/obama", headers=api.h("enroller"))
     assert r.status_code == 200 and r.json()["templates_erased"] == 1
+    stored = stored_gallery(state.db, index_dir, "erasure", cipher)  # the file, not identify
+    assert obama_template not in stored.ids and not stored.holds_bytes(obama_vector)
 
     after = api.client.post(
         "/api/v1/galleries/erasure/identify?k=5", files=probe, headers=api.h("operator")
@@ -485,7 +508,6 @@ def test_erased_subject_can_no_longer_be_found(api: Api, stills: Path) -> None:
     db = api.client.app.state.yingyan.db  # type: ignore[attr-defined]
     with db.session() as s:
         assert s.get(TemplateRow, obama_template) is None
-    state = api.client.app.state.yingyan  # type: ignore[attr-defined]
     with state.db.session() as s:
         from yingyan.store import get_gallery
 

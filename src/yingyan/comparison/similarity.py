@@ -106,7 +106,7 @@ _DLIB_TAIL = Tail(
 )
 _TAILS = {_DLIB_TAIL.model: _DLIB_TAIL}
 # Logistic widths (score units per unit of logit) where no tail is measured. Cosine of another
-# model: dlib's local width at its default threshold, 1 / (GAIN * phi'(0.912)), a guess.
+# model: dlib's local width at its default threshold, 1 / (GAIN * phi'(0.912)) = 0.0104.
 # Cohort-normalised scores (z-like): a Gaussian tail falls one decade per ~0.63 near FMR 1e-3,
 # so 0.63 / GAIN gives about one decade per 1/GAIN of logit there.
 COSINE_WIDTH = 0.01

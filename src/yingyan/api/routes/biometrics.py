@@ -141,7 +141,17 @@ async def verify_subject(
     purpose: Purpose = None,
     case_reference: CaseReference = None,
 ) -> VerifyOut:
-    """1:1 against an enrolled subject: the best score over the subject's templates."""
+    """1:1 against an enrolled subject: the best score over the subject's templates. On a
+    watchlist it must say why and for which case, as identify does."""
+
+    def gallery_row(galleries: GalleryService) -> GalleryRow:
+        with galleries.db.read() as session:
+            row = get_gallery(session, name=gallery)
+            session.expunge(row)
+        return row
+
+    row = await state.call(gallery_row)
+    await _justified(state, key, "verify.subject", row, purpose, case_reference)
     data = (await read_images(request, "probe"))["probe"]
     probe = (await state.inference.faces(data, policy="single"))[0]
     assert probe.template is not None
@@ -172,6 +182,30 @@ async def verify_subject(
         },
     )
     return out
+
+
+async def _justified(
+    state: AppState,
+    key: ApiKey,
+    operation: str,
+    gallery: GalleryRow,
+    purpose: str | None,
+    case_reference: str | None,
+) -> None:
+    """A search of a watchlist must say why and for which case; a refusal is audited."""
+    if gallery.kind != "watchlist" or (purpose and case_reference):
+        return
+    await state.record(
+        key,
+        operation,
+        outcome="refused",
+        gallery=gallery.name,
+        details={"reason": "purpose_required"},
+    )
+    raise ApiError(
+        "purpose_required",
+        "a watchlist search needs a purpose and a case_reference (query parameters)",
+    )
 
 
 @router.post(
@@ -207,18 +241,7 @@ async def identify(
         return row, galleries.decision_threshold(gallery)
 
     row, gallery_threshold = await state.call(gallery_row)
-    if row.kind == "watchlist" and not (purpose and case_reference):
-        await state.record(
-            key,
-            "identify",
-            outcome="refused",
-            gallery=gallery,
-            details={"reason": "purpose_required"},
-        )
-        raise ApiError(
-            "purpose_required",
-            "a watchlist search needs a purpose and a case_reference (query parameters)",
-        )
+    await _justified(state, key, "identify", row, purpose, case_reference)
     data = (await read_images(request, "probe"))["probe"]
     found = await state.inference.faces(data, policy="all" if faces == "all" else "largest")
     templates: list[Template] = [f.template for f in found if f.template is not None]
