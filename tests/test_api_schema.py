@@ -39,7 +39,7 @@ pytestmark = pytest.mark.shared
 # tests/test_api.py route by route.
 EXCLUDED = [positive_data_acceptance, ignored_auth]
 IMAGE_EXAMPLES = 6  # operations with an image body: each example decodes (and refuses) bytes
-OTHER_EXAMPLES = 30  # ids, pages, limits, thresholds, JSON bodies: where the bounds are
+OTHER_EXAMPLES = 25  # ids, pages, limits, thresholds, JSON bodies: where the bounds are
 SCENARIOS = 25
 IMAGE_PATHS = r"/(faces|verify|identify|recognize|detect)\b"
 STEPS = 8

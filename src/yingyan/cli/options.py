@@ -23,6 +23,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 stderr = Console(stderr=True)
+MAX_WORKERS = 1024
 # The engine's default detector, for commands that spell their default out.
 DEFAULT_DETECTOR: str = EngineConfig().detector
 
@@ -37,7 +38,10 @@ DetectorOpt = Annotated[
 UpsampleOpt = Annotated[
     int | None,
     typer.Option(
-        "--upsample", help="upsampling passes for small faces (0-3; default: hog/cnn 1, yunet 0)"
+        "--upsample",
+        min=0,
+        max=3,
+        help="upsampling passes for small faces (0-3; default: hog/cnn 1, yunet 0)",
     ),
 ]
 YunetOpt = Annotated[
@@ -49,11 +53,14 @@ BackendOpt = Annotated[
     str, typer.Option("--backend", help="onnx (fast, default) or dlib (reference)")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
-WorkersOpt = Annotated[int | None, typer.Option(help="worker processes (default all)")]
+# Bounded: a huge integer is a clear usage error (exit 2), not an OverflowError deep inside.
+WorkersOpt = Annotated[
+    int | None, typer.Option(min=1, max=MAX_WORKERS, help="worker processes (default all)")
+]
 # labelled evaluation data (fairness, calibration)
 DatasetOpt = Annotated[str, typer.Option(help="utkface, lfw-gender, lfw-unpaired or csv")]
 DatasetRootOpt = Annotated[Path, typer.Option(help="the dataset folder, or the labels CSV")]
-HalfOpt = Annotated[int | None, typer.Option(help="only one fixed half (0 or 1)")]
+HalfOpt = Annotated[int | None, typer.Option(min=0, max=1, help="only one fixed half (0 or 1)")]
 CalibrationOpt = Annotated[
     Path | None, typer.Option(help="fair-score profile to normalise scores with")
 ]
