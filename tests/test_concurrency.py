@@ -553,3 +553,40 @@ def test_index_files_orphaned_by_a_crash_are_removed_at_start(
     finally:
         state.galleries.close()
         state.db.close()
+
+
+def test_an_index_behind_a_compacted_log_rebuilds_to_the_database(
+    db: Database, tmp_path: Path, stills: Path, engine: Any
+) -> None:
+    """Two gallery services (as two processes would be) on one gallery and one index folder;
+    the change log is compacted past the first one's seq by `yingyan maintenance vacuum`'s step:
+    its next search reconciles with the templates, so what was erased meanwhile is gone from
+    its index and what was added is in it."""
+    from yingyan import load_image
+    from yingyan.gallery.service import EnrollItem, GalleryService
+    from yingyan.store import create_gallery
+    from yingyan.store.changes import change_state, compact_all, log_size
+
+    faces = {p: engine.templates(load_image(stills / f"{p}.jpg"))[0] for p in ("obama", "biden")}
+    with db.session() as s:
+        create_gallery(
+            s, name="g", kind="enrollment", purpose="p", legal_basis="b", model=engine.model_id
+        )
+    first = GalleryService(db, tmp_path / "index")
+    second = GalleryService(db, tmp_path / "index")
+    first.enroll("g", [EnrollItem("obama", faces["obama"], 0.9, "a" * 64)])
+    assert [c.external_id for c in first.identify("g", [faces["obama"]], k=5)[0]] == ["obama"]
+    second.erase_subject("g", "obama")
+    ((added, _),) = second.enroll("g", [EnrollItem("biden", faces["biden"], 0.9, "b" * 64)])
+    with db.session() as s:
+        assert compact_all(s, keep=0) > 0
+        gid = s.scalar(select(GalleryRow.id).where(GalleryRow.name == "g"))
+        assert log_size(s, gallery_id=gid) == 0
+        state = change_state(s, gallery_id=gid)
+    assert state is not None and state.compacted == state.seq
+    found = first.identify("g", [faces["obama"], faces["biden"]], k=5)
+    assert [[c.external_id for c in cs] for cs in found] == [["biden"], ["biden"]]
+    (index_file,) = (tmp_path / "index").glob("gallery-*.faiss")
+    assert stored_faiss(index_file).ids == {added}  # as the first service saved it
+    first.close()
+    second.close()

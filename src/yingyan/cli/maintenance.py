@@ -27,18 +27,28 @@ def vacuum_(
             help="PostgreSQL: VACUUM FULL, rewriting each table (locks it while it runs)",
         ),
     ] = False,
+    keep_changes: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=10**12,
+            help="changes kept in each gallery's change log (an index further behind rebuilds)",
+        ),
+    ] = 100_000,
     data: DataDirOpt = None,
     url: DbUrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """VACUUM the tables holding templates, images, subjects, consents, cohorts and the audit
-    log (PostgreSQL: VACUUM (ANALYZE); SQLite: VACUUM and a WAL checkpoint). Run it after
+    """Compact the galleries' change logs, then VACUUM the tables holding templates, images,
+    subjects, consents, cohorts and the audit log (PostgreSQL: VACUUM (ANALYZE); SQLite: VACUUM and a WAL checkpoint). Run it after
     erasures (retention runs, gallery deletes), e.g. nightly."""
+    from yingyan.store.changes import compact_all
     from yingyan.store.maintenance import vacuum
 
     with open_store(data, url) as db:
+        compacted = db.run(lambda s: compact_all(s, keep=keep_changes))
         report = vacuum(db, full=full)
-        details = report.audit_details()
+        details = report.audit_details() | {"changes_compacted": compacted}
         db.run(lambda s: record_cli(s, "maintenance.vacuum", details=details))
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))

@@ -116,3 +116,15 @@ def compact_changes(session: Session, *, gallery_id: int, upto: int) -> int:
 def log_size(session: Session, *, gallery_id: int) -> int:
     query = select(func.count()).where(GalleryChangeRow.gallery_id == gallery_id)
     return int(session.scalar(query) or 0)
+
+
+def compact_all(session: Session, *, keep: int) -> int:
+    """Keep only the last `keep` seqs of every gallery's log (an index further behind rebuilds
+    from the templates: correct, only slower); returns how many rows went."""
+    if keep < 0:
+        raise ValueError("keep must be >= 0")
+    gone = 0
+    for gallery_id, seq in session.execute(select(GalleryRow.id, GalleryRow.change_seq)).all():
+        if seq > keep:
+            gone += compact_changes(session, gallery_id=int(gallery_id), upto=int(seq) - keep)
+    return gone
