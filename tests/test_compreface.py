@@ -5,11 +5,8 @@ list and delete, all through the SDK, unchanged."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,59 +15,17 @@ import numpy as np
 import pytest
 from compreface import CompreFace  # type: ignore[import-untyped]
 
-from yingyan.api.app import INITIAL_KEY_FILE
 from yingyan.comparison.similarity import GAIN, scale_for, threshold_score_at
+
+from ._server import Server, running_server
 
 pytestmark = pytest.mark.shared
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    def __init__(self, url: str, data: Path, process: subprocess.Popen[str]) -> None:
-        self.url, self.data, self.process = url, data, process
-
-    @property
-    def admin(self) -> str:
-        return (self.data / INITIAL_KEY_FILE).read_text().strip()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data = tmp_path_factory.mktemp("serve")
-    port = _free_port()
-    env = os.environ | {"YINGYAN_WORKERS": "1", "YINGYAN_LOG_JSON": "false"}
-    cmd = [sys.executable, "-m", "yingyan.cli.main", "serve", "--port", str(port)]
-    process = subprocess.Popen(
-        [*cmd, "--data-dir", str(data)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):  # the worker process loads its models before /ready says so
-            if process.poll() is not None:
-                pytest.fail(
-                    f"yingyan serve exited: {process.stdout.read() if process.stdout else ''}"
-                )
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("yingyan serve did not become ready in 120 s")
-        yield Server(url, data, process)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with running_server(tmp_path_factory.mktemp("serve") / "data") as running:
+        yield running
 
 
 def test_serve_announces_where_it_listens_and_the_first_admin_key(server: Server) -> None:

@@ -12,9 +12,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import socket
 import subprocess
 import sys
 import textwrap
@@ -39,6 +37,7 @@ from yingyan.store import Database, GalleryRow, SubjectRow, TemplateRow
 from yingyan.store.tables import AuditEntryRow
 
 from ._index import stored_faiss
+from ._server import running_server
 from .conftest import Target
 
 pytestmark = pytest.mark.shared
@@ -228,42 +227,11 @@ def test_no_act_happens_without_its_audit_entry(target: Target, stills: Path) ->
 # -- real server processes -----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def serve(target: Target) -> Iterator[tuple[str, dict[str, str]]]:
     """A real `yingyan serve` process on the target's database: (its URL, admin headers)."""
-    port = _free_port()
-    env = os.environ | {"YINGYAN_WORKERS": "1", "YINGYAN_LOG_JSON": "false"}
-    cmd = [sys.executable, "-m", "yingyan.cli.main", "serve", "--port", str(port)]
-    cmd += ["--data-dir", str(target.data_dir)]
-    if target.url:
-        env["YINGYAN_DATABASE_URL"] = target.url
-    log = (target.data_dir.parent / f"serve-{port}.log").open("w")
-    process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            if process.poll() is not None:
-                pytest.fail(f"yingyan serve exited: {Path(log.name).read_text()}")
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("yingyan serve did not become ready in 120 s")
-        admin = (target.data_dir / INITIAL_KEY_FILE).read_text().strip()
-        yield url, {"x-api-key": admin}
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+    with running_server(target.data_dir, database_url=target.url) as server:
+        yield server.url, server.headers
 
 
 def _cli(target: Target, *args: str) -> subprocess.CompletedProcess[str]:

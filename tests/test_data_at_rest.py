@@ -8,13 +8,9 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -53,6 +49,7 @@ from yingyan.store import (
 )
 from yingyan.types import ModelId, Template
 
+from ._server import running_server
 from .conftest import Target
 
 MODEL = ModelId("dlib_resnet_v1", "55533b28a958")
@@ -426,41 +423,12 @@ def test_serve_shows_no_database_password(
     """A real `yingyan serve` on PostgreSQL with a password in its URL (the test server trusts
     local connections, so any password works): its output never shows it; the data folder,
     keyring and first admin key it creates are private."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
     url = postgres_database.set(password="s3cr3t-pw").render_as_string(hide_password=False)
     data = tmp_path / "serve"
-    env = os.environ | {
-        "YINGYAN_WORKERS": "0",
-        "YINGYAN_LOG_JSON": "false",
-        "YINGYAN_DATABASE_URL": url,
-    }
-    env.pop("YINGYAN_KEY_FILE", None)
-    env.pop("YINGYAN_TEMPLATE_KEY", None)
-    cmd = [sys.executable, "-m", "yingyan.cli.main", "serve", "--port", str(port)]
-    process = subprocess.Popen(
-        [*cmd, "--data-dir", str(data)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        for _ in range(240):
-            if process.poll() is not None:
-                break
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-    finally:
-        process.terminate()
-        output, _ = process.communicate(timeout=30)
+    unset = {"YINGYAN_KEY_FILE": None, "YINGYAN_TEMPLATE_KEY": None}
+    with running_server(data, workers=0, database_url=url, env=unset) as server:
+        pass
+    output = server.output()
     assert "listening" in output, output
     assert "s3cr3t-pw" not in output
     assert f"database: {redact_url(url)}" in output  # the URL is shown, its password is not

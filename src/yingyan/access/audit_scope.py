@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, and_, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from yingyan.access.keys import ApiKey
-from yingyan.audit.log import MAX_LIMIT, AuditEntry, entries
+from yingyan.audit.log import MAX_LIMIT, AuditEntry, entries, entry_of
 from yingyan.store.repository import InvalidValueError
 from yingyan.store.tables import AuditEntryRow, GalleryRow
 
@@ -38,7 +38,7 @@ def visible_entries(
         .order_by(AuditEntryRow.seq)
         .limit(limit)
     )
-    return [_entry(row) for row in session.scalars(query)]
+    return [entry_of(row) for row in session.scalars(query)]
 
 
 def _in_scope(session: Session, key: ApiKey) -> ColumnElement[bool]:
@@ -61,19 +61,3 @@ def _since_last_deletion(name: str) -> ColumnElement[bool]:
         .scalar_subquery()
     )
     return and_(AuditEntryRow.gallery == name, AuditEntryRow.seq > deleted)
-
-
-def _entry(row: AuditEntryRow) -> AuditEntry:
-    return AuditEntry(
-        seq=row.seq,
-        at=row.at,
-        actor=row.actor,
-        operation=row.operation,
-        outcome=row.outcome,
-        gallery=row.gallery,
-        purpose=row.purpose,
-        case_reference=row.case_reference,
-        details=row.details,
-        prev_hash=row.prev_hash,
-        hash=row.hash,
-    )

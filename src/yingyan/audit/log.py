@@ -147,7 +147,7 @@ def append(session: Session, record: AuditRecord, *, at: datetime | None = None)
     session.add(row)
     head.seq, head.hash = seq, digest
     session.flush()
-    return _entry(row)
+    return entry_of(row)
 
 
 def entries(session: Session, *, after: int = 0, limit: int = 100) -> list[AuditEntry]:
@@ -160,7 +160,7 @@ def entries(session: Session, *, after: int = 0, limit: int = 100) -> list[Audit
         .order_by(AuditEntryRow.seq)
         .limit(limit)
     )
-    return [_entry(row) for row in session.scalars(query)]
+    return [entry_of(row) for row in session.scalars(query)]
 
 
 def verify(session: Session) -> VerifyReport:
@@ -411,7 +411,8 @@ def _row_hash(row: AuditEntryRow) -> str:
         return ""
 
 
-def _entry(row: AuditEntryRow) -> AuditEntry:
+def entry_of(row: AuditEntryRow) -> AuditEntry:
+    """The stored row as an `AuditEntry` (for readers of the log, e.g. a scoped listing)."""
     return AuditEntry(
         seq=row.seq,
         at=row.at,

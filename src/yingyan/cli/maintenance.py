@@ -40,8 +40,9 @@ def vacuum_(
     as_json: JsonOpt = False,
 ) -> None:
     """Compact the galleries' change logs, then VACUUM the tables holding templates, images,
-    subjects, consents, cohorts and the audit log (PostgreSQL: VACUUM (ANALYZE); SQLite: VACUUM and a WAL checkpoint). Run it after
-    erasures (retention runs, gallery deletes), e.g. nightly."""
+    subjects, consents, cohorts and the audit log (PostgreSQL: VACUUM (ANALYZE); SQLite: VACUUM
+    and a WAL checkpoint). Run it after erasures (retention runs, gallery deletes), e.g.
+    nightly."""
     from yingyan.store.changes import compact_all
     from yingyan.store.maintenance import vacuum
 
