@@ -353,7 +353,7 @@ SEARCHER = textwrap.dedent(
     from yingyan.privacy import open_cipher, key_source
     from yingyan.store import open_database
     from yingyan.types import ModelId, Template
-    url, data, probe_file, stop_file = sys.argv[1:5]
+    url, data, probe_file, stop_file, out_file = sys.argv[1:6]
     url = url or None
     db = open_database(url, Path(data))
     cipher = open_cipher(key_source(None, {}, Path(data) / "template-keys.json"))
@@ -361,10 +361,14 @@ SEARCHER = textwrap.dedent(
     probe = np.load(probe_file)
     name, version = open(probe_file + ".model").read().split("@")
     template = Template(probe, ModelId(name, version), "flip")
-    while not Path(stop_file).exists():
-        started = time.monotonic()
-        found = service.identify("shared", [template], k=20)[0]
-        print(json.dumps([started, [c.external_id for c in found]]), flush=True)
+    # Results go to a file: a pipe nobody reads until the end would fill and stall the loop.
+    with open(out_file, "w") as out:
+        while not Path(stop_file).exists():
+            started = time.monotonic()
+            found = service.identify("shared", [template], k=20)[0]
+            out.write(json.dumps([started, [c.external_id for c in found]]) + "\\n")
+            out.flush()
+            time.sleep(0.02)
     """
 )
 
@@ -397,8 +401,8 @@ def test_a_process_never_returns_what_another_erased(
                 str(target.data_dir),
                 str(tmp_path / "probe.npy"),
                 str(stop),
+                str(tmp_path / "searches.jsonl"),
             ],
-            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -444,8 +448,9 @@ def test_a_process_never_returns_what_another_erased(
             time.sleep(2)
         finally:
             stop.touch()
-            lines, err = searcher.communicate(timeout=120)
+            _, err = searcher.communicate(timeout=120)
         assert searcher.returncode == 0, err
+        lines = (tmp_path / "searches.jsonl").read_text()
         results = [json.loads(line) for line in lines.splitlines()]
         after = [ids for started, ids in results if started > acknowledged]
         before = [ids for started, ids in results if started < acknowledged - 5]
