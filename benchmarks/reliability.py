@@ -196,6 +196,20 @@ def client_loop(
                     acks.errors.append(f"{op}: transport {exc!r}")
 
 
+def run_script(tree: Tree, data: Path, url: str | None, script: str, *args: str) -> Any:
+    """Run `script` with the tree's own library (argv: url, data folder, `args`); its JSON."""
+    out = subprocess.run(
+        [sys.executable, "-c", script, url or "", str(data), *args],
+        env=tree.env(data, url),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if out.returncode:
+        raise SystemExit(out.stderr)
+    return json.loads(out.stdout)
+
+
 def audit_counts(
     tree: Tree, data: Path, url: str | None, actor: str
 ) -> tuple[bool, Counter[str], list[dict[str, Any]]]:
@@ -214,16 +228,7 @@ with db.session() as s:
     rows = [(r.actor, r.operation, r.outcome, r.details) for r in s.scalars(select(AuditEntryRow))]
 print(json.dumps({"ok": ok, "rows": rows}))
 """
-    out = subprocess.run(
-        [sys.executable, "-c", script, url or "", str(data)],
-        env=tree.env(data, url),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if out.returncode:
-        raise SystemExit(out.stderr)
-    body = json.loads(out.stdout)
+    body = run_script(tree, data, url, script)
     counts = Counter(
         op for a, op, outcome, _ in body["rows"] if a.startswith(actor) and outcome == "ok"
     )
@@ -266,16 +271,7 @@ if files:
     stored = sorted(int(i) for i in faiss.vector_to_array(index.id_map))
 print(json.dumps({"ids": ids, "subjects": subjects, "stored": stored, "owner": owner}))
 """
-    out = subprocess.run(
-        [sys.executable, "-c", script, url or "", str(data), GALLERY],
-        env=tree.env(data, url),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if out.returncode:
-        raise SystemExit(out.stderr)
-    return dict(json.loads(out.stdout))
+    return run_script(tree, data, url, script, GALLERY)
 
 
 def run(

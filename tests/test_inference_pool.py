@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -118,15 +119,25 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, just not reaped
 
 
+@contextlib.asynccontextmanager
+async def one_worker_pool() -> AsyncIterator[tuple[InferencePool, set[int], int]]:
+    """A started pool of one real worker process: (pool, pids of workers from before, that
+    worker's pid); closed at the end."""
+    before = worker_pids(os.getpid())
+    pool = InferencePool(EngineConfig(threads=1), workers=1, max_faces=5)
+    try:
+        await pool.start()
+        (worker,) = worker_pids(os.getpid()) - before
+        yield pool, before, worker
+    finally:
+        pool.close()
+
+
 def test_a_killed_idle_worker_is_replaced_and_the_next_request_succeeds(stills: Path) -> None:
     image = (stills / "obama.jpg").read_bytes()
 
     async def scenario() -> None:
-        before = worker_pids(os.getpid())
-        pool = InferencePool(EngineConfig(threads=1), workers=1, max_faces=5)
-        try:
-            await pool.start()
-            (worker,) = worker_pids(os.getpid()) - before
+        async with one_worker_pool() as (pool, before, worker):
             assert pool.unready_reason() is None
             kill_and_reap(worker)
             # The request after the death runs on a new pool, not on the broken one.
@@ -136,8 +147,6 @@ def test_a_killed_idle_worker_is_replaced_and_the_next_request_succeeds(stills: 
             (replacement,) = worker_pids(os.getpid()) - before
             assert replacement != worker
             assert pool.unready_reason() is None
-        finally:
-            pool.close()
 
     asyncio.run(scenario())
 
@@ -146,11 +155,7 @@ def test_a_request_in_flight_when_its_worker_dies_is_retried(stills: Path) -> No
     big = (stills / "obama-1080p.jpg").read_bytes()
 
     async def scenario() -> None:
-        before = worker_pids(os.getpid())
-        pool = InferencePool(EngineConfig(threads=1), workers=1, max_faces=5)
-        try:
-            await pool.start()
-            (worker,) = worker_pids(os.getpid()) - before
+        async with one_worker_pool() as (pool, _, worker):
             requests = [asyncio.create_task(pool.faces(big)) for _ in range(2)]
             await asyncio.sleep(0.2)  # the first one is in the worker now (it takes seconds)
             assert not any(r.done() for r in requests)
@@ -158,8 +163,6 @@ def test_a_request_in_flight_when_its_worker_dies_is_retried(stills: Path) -> No
             results = await asyncio.gather(*requests)
             assert [len(faces) for faces in results] == [1, 1]
             assert pool.replacements == 1  # one replacement, however many requests saw it
-        finally:
-            pool.close()
 
     asyncio.run(scenario())
 

@@ -167,27 +167,16 @@ def create(
 
     model = OnnxDlibResNet().model_id
     with open_service(data, url, key_file=key_file) as service, service.db.session() as s:
+        settings: dict[str, Any] = {  # the same values go to the row and its entry
+            "purpose": purpose,
+            "legal_basis": legal_basis,
+            "threshold": threshold,
+            "min_quality": min_quality,
+        }
         create_gallery(
-            s,
-            name=name,
-            kind=cast(Any, kind),
-            purpose=purpose,
-            legal_basis=legal_basis,
-            model=model,
-            threshold=threshold,
-            min_quality=min_quality,
-            keep_images=keep_images,
+            s, name=name, kind=cast(Any, kind), model=model, keep_images=keep_images, **settings
         )
-        hook(
-            "gallery.create",
-            gallery=name,
-            purpose=purpose,
-            kind=kind,
-            legal_basis=legal_basis,
-            threshold=threshold,
-            min_quality=min_quality,
-            image_retention=keep_images,
-        )(s)
+        hook("gallery.create", gallery=name, kind=kind, image_retention=keep_images, **settings)(s)
     typer.echo(f"created gallery {name!r} ({kind}, model {model})")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from yingyan.privacy.cipher import Keyring, KeyringError, TemplateCipher, generate_key
-from yingyan.privacy.files import private_dir, private_file
+from yingyan.privacy.files import fsync_dir, private_dir, private_file
 
 KEYRING_FORMAT: Final = "yingyan-keyring-1"
 ENV_KEY_FILE: Final = "YINGYAN_KEY_FILE"
@@ -121,7 +121,7 @@ def create_keyring(path: Path) -> Keyring:
         raise KeyringError(f"a key file already exists at {path}") from None
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return keyring
 
 
@@ -132,7 +132,7 @@ def write_keyring(path: Path, keyring: Keyring) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def add_key(path: Path) -> str:
@@ -153,14 +153,6 @@ def _write_private(path: Path, text: str) -> Path:
         fh.flush()
         os.fsync(fh.fileno())
     return tmp
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _b64(value: object, where: str) -> bytes:

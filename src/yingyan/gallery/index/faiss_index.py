@@ -73,6 +73,7 @@ from yingyan.privacy.cipher import (
     index_context,
 )
 from yingyan.privacy.files import (
+    fsync_dir,
     new_private_file,
     private_dir,
     private_file,
@@ -549,8 +550,4 @@ def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)
