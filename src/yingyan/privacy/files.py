@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Final
@@ -83,12 +85,19 @@ def write_new_private(path: Path, data: bytes) -> None:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Replace `path` atomically with `data`, mode 0600: written to a new temporary sibling,
-    fsynced, renamed over `path` (a new inode: an existing file's mode, owner or other hard
-    links do not carry over)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Replace `path` atomically with `data`, mode 0600 (see `replace_private`)."""
+    replace_private(path, lambda tmp: tmp.write_bytes(data))
+
+
+def replace_private(path: Path, write: Callable[[Path], object]) -> None:
+    """Replace `path` atomically with what `write` puts in the file it is given: a new 0600
+    temporary sibling (a new inode: an existing file's mode, owner or other hard links do not
+    carry over; writers that keep an existing file's mode, e.g. faiss, get 0600), fsynced,
+    renamed over `path`, the folder fsynced."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        write_new_private(tmp, data)
+        new_private_file(tmp)
+        write(tmp)
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

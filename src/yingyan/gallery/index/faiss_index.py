@@ -41,7 +41,6 @@ import fcntl
 import json
 import math
 import os
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,10 +72,9 @@ from yingyan.privacy.cipher import (
     index_context,
 )
 from yingyan.privacy.files import (
-    fsync_dir,
-    new_private_file,
     private_dir,
     private_file,
+    replace_private,
     write_new_private,
 )
 
@@ -540,14 +538,6 @@ def _stored_seq(path: Path) -> int:
 
 
 def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary sibling, fsync it, then rename over `path` (atomic on POSIX)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        new_private_file(tmp)  # 0600 from its creation: faiss and write_text keep the mode
-        write(tmp)
-        with tmp.open("rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    """Write through a temporary sibling, fsync it, then rename over `path` (atomic on POSIX),
+    the file private (0600) from its creation."""
+    replace_private(path, write)
