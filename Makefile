@@ -28,4 +28,5 @@ lint: install-dev
 # The whole test suite, with lint and type checks first (PostgreSQL started if it is down).
 test: lint
 	bash scripts/ensure-postgres.sh
+	bash scripts/install-video-test-deps.sh
 	$(BIN)/python -m pytest

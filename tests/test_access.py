@@ -76,9 +76,20 @@ def test_roles_match_the_table_constraint_and_grant_what_the_brief_says() -> Non
         "faces:enroll",
         "detect",
     }
-    assert PERMISSIONS["operator"] == {"galleries:read", "detect", "verify", "identify"}
-    assert PERMISSIONS["reviewer"] == {"galleries:read", "subjects:read"}
-    assert PERMISSIONS["auditor"] == {"audit:read", "galleries:read"}
+    assert PERMISSIONS["operator"] == {
+        "galleries:read",
+        "detect",
+        "verify",
+        "identify",
+        "watch:read",
+    }
+    assert PERMISSIONS["reviewer"] == {
+        "galleries:read",
+        "subjects:read",
+        "watch:read",
+        "alerts:review",
+    }
+    assert PERMISSIONS["auditor"] == {"audit:read", "galleries:read", "watch:read"}
     assert allows("admin", "audit:read") and allows("admin", "galleries:write")
     assert allows("operator", "identify")
     assert not allows("operator", "faces:enroll")

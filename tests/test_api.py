@@ -67,6 +67,21 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("DELETE", "/api/v1/recognition/subjects"): "subjects:write",
     ("POST", "/api/v1/verification/verify"): "verify",
     ("POST", "/api/v1/detection/detect"): "detect",
+    ("POST", "/api/v1/watch/sessions"): "watch:write",
+    ("GET", "/api/v1/watch/sessions"): "watch:read",
+    ("GET", "/api/v1/watch/sessions/{session}"): "watch:read",
+    ("PATCH", "/api/v1/watch/sessions/{session}"): "watch:write",
+    ("POST", "/api/v1/watch/sessions/{session}/stop"): "watch:write",
+    ("POST", "/api/v1/watch/sessions/{session}/cameras"): "watch:write",
+    ("GET", "/api/v1/watch/sessions/{session}/cameras"): "watch:read",
+    ("PATCH", "/api/v1/watch/sessions/{session}/cameras/{camera}"): "watch:write",
+    ("DELETE", "/api/v1/watch/sessions/{session}/cameras/{camera}"): "watch:write",
+    ("GET", "/api/v1/alerts"): "watch:read",
+    ("GET", "/api/v1/alerts/stream"): "watch:read",
+    ("GET", "/api/v1/alerts/{alert_id}"): "watch:read",
+    # The best-shot crop is a face: only those who judge the match (reviewers) see it.
+    ("GET", "/api/v1/alerts/{alert_id}/crop"): "alerts:review",
+    ("POST", "/api/v1/alerts/{alert_id}/reviews"): "alerts:review",
 }
 ROLES = ("admin", "enroller", "operator", "reviewer", "auditor")
 
@@ -168,6 +183,10 @@ def _concrete(path: str, gallery: str = "main") -> str:
         .replace("{subject}", "nobody")
         .replace("{template_id}", "1")
         .replace("{image_id}", "1")
+        .replace("{session}", "nobody")
+        .replace("{camera}", "nobody")
+        .replace("{alert_id}", "1")
+        .replace("/alerts/stream", "/alerts/stream?timeout_s=0.1")  # else it never ends
     )
 
 

@@ -46,9 +46,33 @@ def _tiny_recognizer(path: Path, dim: int = 64) -> Path:
     return path
 
 
+TINY_MANIFEST = """
+[model]
+name = "tiny"
+format = "onnx"
+licence = "test weights"
+training_data = "none: fixed random weights"
+[input]
+size = 112
+colour = "RGB"
+layout = "NCHW"
+dtype = "float32"
+mean = [127.5, 127.5, 127.5]
+std = [127.5, 127.5, 127.5]
+batch = "dynamic"
+[alignment]
+template = "arcface-112"
+[output]
+dimension = 64
+"""
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny_recognizer(tmp_path_factory.mktemp("models") / "tiny_arcface.onnx")
+    """The tiny graph with a family manifest beside it (no pinned sha256: the file names it)."""
+    path = _tiny_recognizer(tmp_path_factory.mktemp("models") / "tiny_arcface.onnx")
+    path.with_suffix(".toml").write_text(TINY_MANIFEST)
+    return path
 
 
 def test_arcface_path_with_yunet_landmarks(
@@ -64,7 +88,7 @@ def test_arcface_path_with_yunet_landmarks(
     for f in faces:
         assert f.chip is not None and f.chip.shape == (112, 112, 3)
         assert f.template is not None and f.template.vector.shape == (64,)
-        assert f.template.model.name == "arcface:tiny_arcface"
+        assert f.template.model.name == "tiny:tiny_arcface"
         # The warp puts the detector's five points onto the template within a few pixels.
         m = similarity_transform(f.landmarks.points, ARCFACE_112)
         mapped = f.landmarks.points @ m[:, :2].T + m[:, 2]
@@ -95,4 +119,6 @@ def test_a_file_that_is_not_onnx_is_a_clear_error(tmp_path: Path, load_still: Lo
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"not a model")
     with pytest.raises(ModelError, match="not a loadable ONNX model"):
-        Engine(EngineConfig(recognizer_model=bad)).templates(load_still("obama.jpg"))
+        Engine(EngineConfig(recognizer_model=bad, recognizer_manifest="arcface")).templates(
+            load_still("obama.jpg")
+        )

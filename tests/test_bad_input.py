@@ -120,6 +120,20 @@ def test_subject_text_must_be_encodable(api: Api) -> None:
     assert api.call("GET", "/api/v1/galleries/main/subjects/s").status_code == 404
 
 
+def test_times_beyond_the_last_utc_date_are_refused(api: Api) -> None:
+    # 9999-12-31T23:59:59-23:59 is year 10000 in UTC, which the store cannot hold (was a 500).
+    late = "9999-12-31T23:59:59-23:59"
+    gallery = {"name": "late", "purpose": "p", "legal_basis": "l", "expires_at": late}
+    _refused(api.call("POST", "/api/v1/galleries", json=gallery))
+    assert api.call("GET", "/api/v1/galleries/late").status_code == 404
+    subject = {
+        "external_id": "late",
+        "consent": {"purpose": "p", "reference": "r", "expires_at": late},
+    }
+    _refused(api.call("POST", "/api/v1/galleries/main/subjects", json=subject))
+    assert api.call("GET", "/api/v1/galleries/main/subjects/late").status_code == 404
+
+
 def test_subject_metadata_is_bounded(api: Api) -> None:
     many = {"external_id": "b", "metadata": {f"k{i}": i for i in range(65)}}
     _refused(api.call("POST", "/api/v1/galleries/main/subjects", json=many))

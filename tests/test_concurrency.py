@@ -34,7 +34,13 @@ from yingyan.audit import verify
 from yingyan.calibration.fair_score import fit_cohort_profile, profile_json
 from yingyan.settings import Settings
 from yingyan.store import Database, GalleryRow, SubjectRow, TemplateRow
-from yingyan.store.tables import AuditEntryRow
+from yingyan.store.tables import (
+    AlertReviewRow,
+    AlertRow,
+    AuditEntryRow,
+    WatchCameraRow,
+    WatchSessionRow,
+)
 
 from ._index import stored_faiss
 from ._server import running_server
@@ -66,7 +72,69 @@ def _snapshot(db: Database) -> dict[str, Any]:
             "subjects": sorted(s.scalars(select(SubjectRow.external_id))),
             "templates": sorted(s.scalars(select(TemplateRow.id))),
             "audit": s.scalar(select(func.count()).select_from(AuditEntryRow)),
+            "sessions": sorted(
+                tuple(r)
+                for r in s.execute(
+                    select(WatchSessionRow.name, WatchSessionRow.status, WatchSessionRow.case_ref)
+                )
+            ),
+            "cameras": sorted(
+                tuple(r) for r in s.execute(select(WatchCameraRow.name, WatchCameraRow.enabled))
+            ),
+            "alerts": sorted(tuple(r) for r in s.execute(select(AlertRow.id, AlertRow.state))),
+            "reviews": s.scalar(select(func.count()).select_from(AlertReviewRow)),
         }
+
+
+def _watch(client: TestClient, admin: dict[str, str]) -> tuple[dict[str, Any], int]:
+    """A watchlist, a watch session with a camera, and an alert (as a camera worker records
+    it); the session's body, and the alert's id."""
+    from datetime import UTC, datetime, timedelta
+
+    from yingyan.watch.alerts import AlertCandidate, record_match_outcome
+    from yingyan.watch.sessions import get_session, session_threshold
+
+    watchlist = {
+        "name": "wanted",
+        "kind": "watchlist",
+        "purpose": "warrant",
+        "legal_basis": "order",
+    }
+    assert client.post("/api/v1/galleries", json=watchlist, headers=admin).status_code == 201
+    r = client.post("/api/v1/galleries/wanted/subjects", json={"external_id": "w1"}, headers=admin)
+    assert r.status_code == 201, r.text
+    session = {
+        "name": "watch",
+        "purpose": "find a suspect",
+        "case_ref": "CASE-1",
+        "legal_basis": "warrant",
+        "expires_at": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
+        "watchlists": ["wanted"],
+        "threshold": 0.5,
+    }
+    assert client.post("/api/v1/watch/sessions", json=session, headers=admin).status_code == 201
+    camera = {"name": "north", "url": "rtsp://cam/1"}
+    r = client.post("/api/v1/watch/sessions/watch/cameras", json=camera, headers=admin)
+    assert r.status_code == 201, r.text
+    db = client.app.state.yingyan.db  # type: ignore[attr-defined]
+    with db.read() as s:
+        w1 = s.scalars(select(SubjectRow).where(SubjectRow.external_id == "w1")).one()
+        candidate = AlertCandidate(w1.gallery_id, w1.id, "w1", 0.9)
+
+    class Sighting:
+        track_id, first_pts, last_pts, best_quality, reason = 1, 0.0, 1.0, 0.5, "early"
+        best_crop = np.full((40, 30, 3), 120, np.uint8)
+
+    alert = record_match_outcome(
+        db,
+        get_session(db, "watch").id,
+        "north",
+        Sighting(),
+        [candidate],
+        session_threshold(db, "watch"),
+        audit="worker:watch/north",
+    )
+    return session, alert.alert_id
 
 
 def _break_audit(db: Database) -> None:
@@ -130,6 +198,8 @@ def test_no_act_happens_without_its_audit_entry(target: Target, stills: Path) ->
             profile_json(fit_cohort_profile(cohort, model=str(model), name="p", top_k=5))
         )
         obama = template_ids["obama"]
+        session, alert = _watch(client, admin)
+        watch = "/api/v1/watch/sessions"
         acts: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
             ("POST", "/api/v1/galleries"): (
                 "/api/v1/galleries",
@@ -195,6 +265,28 @@ def test_no_act_happens_without_its_audit_entry(target: Target, stills: Path) ->
                 "/api/v1/recognition/subjects",
                 {"headers": collection},
             ),
+            ("POST", watch): (watch, {"json": session | {"name": "second"}, "headers": admin}),
+            ("PATCH", watch + "/{session}"): (
+                f"{watch}/watch",
+                {"json": {"case_ref": "CASE-2"}, "headers": admin},
+            ),
+            ("POST", watch + "/{session}/stop"): (f"{watch}/watch/stop", {"headers": admin}),
+            ("POST", watch + "/{session}/cameras"): (
+                f"{watch}/watch/cameras",
+                {"json": {"name": "south", "url": "rtsp://cam/2"}, "headers": admin},
+            ),
+            ("PATCH", watch + "/{session}/cameras/{camera}"): (
+                f"{watch}/watch/cameras/north",
+                {"json": {"enabled": False}, "headers": admin},
+            ),
+            ("DELETE", watch + "/{session}/cameras/{camera}"): (
+                f"{watch}/watch/cameras/north",
+                {"headers": admin},
+            ),
+            ("POST", "/api/v1/alerts/{alert_id}/reviews"): (
+                f"/api/v1/alerts/{alert}/reviews",
+                {"json": {"verdict": "reject", "note": "not him"}, "headers": admin},
+            ),
         }
         paths = client.get("/openapi.json", headers=admin).json()["paths"]
         mutating = {
@@ -213,6 +305,9 @@ def test_no_act_happens_without_its_audit_entry(target: Target, stills: Path) ->
                 assert r.status_code == 503, (method, url, r.status_code, r.text)
                 assert _snapshot(state.db) == before, (method, url)
             assert set(stored_faiss(index_path, state.galleries.cipher).ids) == set(stored)
+            # A crop is shown only once its view is in the log: none leaves unaudited.
+            r = client.get(f"/api/v1/alerts/{alert}/crop", headers=admin)
+            assert r.status_code == 503 and not r.content.startswith(b"\xff\xd8"), r.text
         finally:
             _mend_audit(state.db)
         r = client.delete(f"/api/v1/galleries/main/faces/{obama}", headers=admin)

@@ -74,6 +74,12 @@ TABLES = {
     "api_keys",
     "audit_log",
     "audit_head",
+    "watch_sessions",
+    "watch_session_galleries",
+    "watch_cameras",
+    "camera_status",
+    "alerts",
+    "alert_reviews",
 }
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 

@@ -54,8 +54,13 @@ class EngineConfig:
     # dlib's models run on onnxruntime (converted from dlib's files) or, for reference, on dlib.
     backend: BackendName = "onnx"
     threads: int | None = None  # onnxruntime intra-op threads; None = every core
-    # An ArcFace-style ONNX recognizer (112x112, 5-point template) instead of dlib's ResNet.
+    # An ONNX recognizer instead of dlib's ResNet, described by a manifest: a file, a built-in
+    # name ("arcface", "mobilefacenet"), or None to find one beside the model or by its sha256.
     recognizer_model: Path | None = None
+    recognizer_manifest: str | Path | None = None
+    # A fitted fusion of several recognizers (`yingyan calibrate fusion`): one template holds
+    # each model's weighted embedding, so one inner product gives the fused score.
+    fusion: Path | None = None
     flip: bool = True  # average the template of the chip and its mirror image
     jitter: int = 0  # extra shifted/scaled views per chip (test-time augmentation), 0..8
     centre_fallback: bool = False  # assume one centred face when none is found (LFW protocol)
@@ -75,6 +80,12 @@ class EngineConfig:
             raise ConfigError("threads must be >= 1")
         if self.recognizer_model is not None and not Path(self.recognizer_model).is_file():
             raise ConfigError(f"recognizer model file not found: {self.recognizer_model}")
+        if self.recognizer_manifest is not None and self.recognizer_model is None:
+            raise ConfigError("recognizer_manifest needs recognizer_model (the weights file)")
+        if self.fusion is not None and self.recognizer_model is not None:
+            raise ConfigError("set either a fusion or one recognizer_model, not both")
+        if self.fusion is not None and not Path(self.fusion).is_file():
+            raise ConfigError(f"fusion file not found: {self.fusion}")
         if self.detector == "yunet" and self.yunet_model is None:
             raise ConfigError("the yunet detector needs a model path (yunet_model)")
         if self.yunet_model is not None and not Path(self.yunet_model).is_file():

@@ -69,3 +69,9 @@ class TooManyFacesError(YingyanError):
     """More faces than the configured limit: refused before any of them is embedded."""
 
     code = "too_many_faces"
+
+
+class SourceError(YingyanError):
+    """A video source cannot be opened, or its file is truncated or corrupt."""
+
+    code = "source_error"

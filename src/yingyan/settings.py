@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     detector: str = EngineConfig().detector
     yunet_model: Path | None = None
     recognizer_model: Path | None = None
+    recognizer_manifest: str | None = None  # a manifest file or a built-in name ("arcface")
+    fusion: Path | None = None  # a fitted fusion file (`yingyan calibrate fusion`)
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=40_000_000, ge=4096)
     # The largest array a detector builds from an image (upsampled image / CNN canvas).
@@ -63,6 +65,13 @@ class Settings(BaseSettings):
     public_docs: bool = False
     log_level: str = "INFO"
     log_json: bool = True
+    # `yingyan serve` runs one camera worker per enabled camera of each open watch session
+    # (off when `yingyan watch` or another host runs them: two runtimes would watch twice).
+    watch_cameras: bool = True
+    # Alert events (raised, updated, reviewed) POSTed to this URL, signed with HMAC-SHA256
+    # under the secret in `webhook_secret_file` (at least 16 bytes; see watch/delivery.py).
+    webhook_url: str | None = None
+    webhook_secret_file: Path | None = None
     settings_file: Path | None = None
 
     @field_validator("detector")
@@ -71,6 +80,12 @@ class Settings(BaseSettings):
         if value not in DETECTORS:
             raise ValueError(f"unknown detector {value!r}; choose one of {DETECTORS}")
         return value
+
+    @model_validator(mode="after")
+    def _webhook_needs_a_secret(self) -> Settings:
+        if self.webhook_url is not None and self.webhook_secret_file is None:
+            raise ValueError("webhook_url needs webhook_secret_file (the signing secret)")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -101,6 +116,8 @@ class Settings(BaseSettings):
             detector=self.detector,  # type: ignore[arg-type]  # checked by _known_detector
             yunet_model=self.yunet_model,
             recognizer_model=self.recognizer_model,
+            recognizer_manifest=self.recognizer_manifest,
+            fusion=self.fusion,
             # One ORT thread per worker process when the workers are the parallelism.
             threads=1 if self.workers > 0 else None,
             limits=limits,

@@ -24,6 +24,9 @@ Permission = Literal[
     "verify",
     "identify",
     "audit:read",
+    "watch:read",  # watch sessions, cameras and alerts
+    "watch:write",  # start, change and stop sessions; add and remove cameras
+    "alerts:review",  # confirm or reject an alert (two different reviewers confirm)
 ]
 
 ROLE_NAMES: Final[tuple[Role, ...]] = get_args(Role)
@@ -35,10 +38,10 @@ PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
         "enroller": frozenset(
             {"galleries:read", "subjects:read", "subjects:write", "faces:enroll", "detect"}
         ),
-        "operator": frozenset({"galleries:read", "detect", "verify", "identify"}),
+        "operator": frozenset({"galleries:read", "detect", "verify", "identify", "watch:read"}),
         # Reviewers look at the candidates a search produced; they run no search themselves.
-        "reviewer": frozenset({"galleries:read", "subjects:read"}),
-        "auditor": frozenset({"audit:read", "galleries:read"}),
+        "reviewer": frozenset({"galleries:read", "subjects:read", "watch:read", "alerts:review"}),
+        "auditor": frozenset({"audit:read", "galleries:read", "watch:read"}),
     }
 )
 

@@ -7,9 +7,13 @@ with its key/role dependency → errors turned into JSON. Inference runs in work
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 
 from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -23,24 +27,25 @@ from yingyan.api import compreface, errors, schemas
 from yingyan.api.inference import InferencePool
 from yingyan.api.observability import (
     BodyLimitMiddleware,
+    CameraSample,
     Metrics,
     ObservabilityMiddleware,
     configure_logging,
 )
-from yingyan.api.routes import audit, biometrics, galleries, subjects, system
+from yingyan.api.routes import alerts, audit, biometrics, galleries, subjects, system, watch
 from yingyan.api.security import current_key
 from yingyan.api.state import AppState
 from yingyan.audit.log import AuditRecord, append
-from yingyan.gallery.index import IndexSpec
-from yingyan.gallery.service import GalleryService
-from yingyan.privacy import DEFAULT_KEY_FILE, ENV_KEY, TemplateCipher, key_source, open_cipher
-from yingyan.privacy.files import private_dir, private_file, write_private
+from yingyan.errors import ConfigError
+from yingyan.gallery.factory import open_gallery_service
+from yingyan.privacy.files import private_file, write_private
 from yingyan.settings import Settings
-from yingyan.store import Database, open_database
+from yingyan.store import Database
 
 log = logging.getLogger("yingyan.api")
 
 INITIAL_KEY_FILE = "initial-admin-key"
+WEBHOOK_CURSOR_FILE = "webhook-cursor.json"
 
 
 def bootstrap_admin_key(db: Database, data_dir: Path) -> Path | None:
@@ -97,27 +102,108 @@ def retire_initial_key_file(session: Session, path: Path) -> str | None:
     return reason
 
 
-def service_cipher(settings: Settings) -> TemplateCipher:
-    """Templates are encrypted by default: without a configured key, a keyring is created in
-    the data folder (production should keep it elsewhere: YINGYAN_KEY_FILE)."""
-    environ = {ENV_KEY: settings.template_key} if settings.template_key else {}
-    default = settings.data_dir / DEFAULT_KEY_FILE
-    return open_cipher(key_source(settings.key_file, environ, default))
-
-
 def open_state(settings: Settings, metrics: Metrics) -> AppState:
-    private_dir(settings.data_dir)  # database, keyring, index files, initial admin key
-    db = open_database(settings.database_url, settings.data_dir)
-    cipher = service_cipher(settings)
-    milvus = None
-    if settings.index == "milvus":
-        milvus = settings.milvus_uri or str(settings.data_dir / "milvus.db")
-    service = GalleryService(
-        db, settings.index_dir, IndexSpec(kind=settings.index), milvus, cipher=cipher
-    )
+    service = open_gallery_service(settings)
     service.remove_orphans()  # files of galleries deleted by a process that then crashed
     pool = InferencePool(settings.engine_config(), settings.workers, settings.max_faces)
-    return AppState(settings, db, service, pool, metrics)
+    return AppState(settings, service.db, service, pool, metrics)
+
+
+def start_watch(state: AppState) -> None:
+    """Camera workers (when `watch_cameras` and there are worker processes) and webhook
+    delivery of alert events (when a webhook URL is set), started with the service."""
+    settings = state.settings
+    if settings.watch_cameras and settings.workers > 0:
+        from yingyan.watch.runtime import WatchRuntime
+
+        runtime = WatchRuntime(settings)
+        runtime.start()
+        state.watch = runtime
+    if settings.webhook_url is not None:
+        from yingyan.watch.delivery import DeliveryWorker, Webhook
+        from yingyan.watch.events import EventOutbox
+
+        assert settings.webhook_secret_file is not None  # Settings checks they come together
+        try:
+            secret = settings.webhook_secret_file.read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(f"webhook secret file: {exc.strerror}") from None
+        hook = Webhook(settings.webhook_url, secret)
+        cursor = settings.data_dir / WEBHOOK_CURSOR_FILE
+        outbox = EventOutbox(state.db, DeliveryWorker([hook]), cursor, settings.webhook_url)
+        outbox.start()
+        state.outbox = outbox
+        log.info("alert webhook", extra={"url": hook.display_url, "after": outbox.cursor})
+
+
+def stop_watch(state: AppState) -> None:
+    """End open alert streams, webhook delivery (saving its cursor) and the camera workers,
+    before the database closes."""
+    state.stopping.set()
+    if state.outbox is not None:
+        state.outbox.stop()
+    if state.watch is not None:
+        state.watch.stop()
+
+
+def camera_samples(state: AppState) -> list[CameraSample]:
+    """Every camera of the open sessions with its last heartbeat from the database (the truth
+    across hosts), and this process's worker state when it supervises the camera."""
+    from yingyan.watch.sessions import camera_statuses, list_sessions
+
+    now = datetime.now(UTC)
+    found: dict[tuple[str, str], CameraSample] = {}
+    for session in list_sessions(state.db, include_stopped=False):
+        if not session.is_open(now):
+            continue
+        for status in camera_statuses(state.db, session.name):
+            age = max(0.0, (now - status.updated_at).total_seconds())
+            found[(session.name, status.camera)] = CameraSample(
+                session.name, status.camera, status.stats, round(age, 3)
+            )
+    for worker in state.watch.status() if state.watch is not None else []:
+        where = (worker.session, worker.camera)
+        base = found.get(where, CameraSample(*where))
+        found[where] = CameraSample(
+            base.session,
+            base.camera,
+            base.stats,
+            base.heartbeat_age_s,
+            worker.restarts,
+            worker.state == "running",
+        )
+    return [found[k] for k in sorted(found)]
+
+
+def on_exit_signal(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call `callback` when the server is told to stop (SIGINT/SIGTERM), then its own handler.
+
+    Uvicorn waits for open responses before the lifespan's shutdown, so a stream that waited
+    for that would hold the shutdown forever: streams end on this instead. Only where the
+    server installed a handler in the main thread (not under a test client); returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    installed: dict[int, tuple[Callable[..., object], Callable[..., object]]] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def chained(
+            signum: int, frame: FrameType | None, previous: Callable[..., object] = previous
+        ) -> None:
+            callback()
+            previous(signum, frame)
+
+        signal.signal(sig, chained)
+        installed[sig] = (chained, previous)
+
+    def undo() -> None:
+        for sig, (chained, previous) in installed.items():
+            if signal.getsignal(sig) is chained:
+                signal.signal(sig, previous)
+
+    return undo
 
 
 def install_docs(app: FastAPI, *, public: bool) -> None:
@@ -152,9 +238,12 @@ def create_app(settings: Settings | None = None, announce: Announce | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level, settings.log_json)
         state = await run_in_threadpool(open_state, settings, metrics)
+        undo_signals = on_exit_signal(state.stopping.set)
         try:
             info = await state.inference.start()
             key_file = await run_in_threadpool(bootstrap_admin_key, state.db, settings.data_dir)
+            await run_in_threadpool(start_watch, state)
+            metrics.camera_source = lambda: camera_samples(state)
             app.state.yingyan = state
             app.state.initial_key_file = key_file
             log.info("ready", extra={"model": str(info.model), **info.description})
@@ -162,6 +251,9 @@ def create_app(settings: Settings | None = None, announce: Announce | None = Non
                 announce(settings, key_file)
             yield
         finally:
+            undo_signals()
+            metrics.camera_source = None
+            await run_in_threadpool(stop_watch, state)
             state.inference.close()
             state.galleries.close()
             state.db.close()
@@ -183,7 +275,7 @@ def create_app(settings: Settings | None = None, announce: Announce | None = Non
     )
     install_docs(app, public=settings.public_docs)
     errors.install(app)
-    for module in (system, galleries, subjects, biometrics, audit):
+    for module in (system, galleries, subjects, biometrics, audit, watch, alerts):
         app.include_router(module.router)
     app.include_router(compreface.router)
     schemas.install_links(app)  # OpenAPI links: create → read, change, delete

@@ -35,6 +35,13 @@ STATUS: Final[dict[str, int]] = {
     "too_many_faces": 422,
     "model_mismatch": 422,
     "purpose_required": 422,
+    "camera_exists": 409,
+    "camera_not_found": 404,
+    "not_a_watchlist": 422,
+    "source_error": 422,  # the named camera/file cannot be used: the request's input, not us
+    "already_reviewed": 409,
+    "alert_closed": 409,
+    "watch_session_closed": 409,
     "store_unavailable": 503,
     "plaintext_refused": 503,  # data at rest awaits `yingyan encryption migrate`
     "model_unavailable": 503,

@@ -9,9 +9,13 @@ import logging
 import sys
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("yingyan.access")
@@ -52,9 +56,99 @@ class Metrics:
         self.audit = Counter(
             "yingyan_audit_entries", "audit entries appended", ["outcome"], registry=self.registry
         )
+        # Set by the app once its database is open: read at each scrape.
+        self.camera_source: Callable[[], Iterable[CameraSample]] | None = None
+        self.registry.register(CameraCollector(self))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+@dataclass(frozen=True, slots=True)
+class CameraSample:
+    """One camera as a scrape sees it: its worker's last heartbeat in the database (written on
+    whichever host runs the worker) and, when this process supervises the worker, its state."""
+
+    session: str
+    camera: str
+    stats: Mapping[str, Any] = field(default_factory=dict)
+    heartbeat_age_s: float | None = None
+    restarts: int | None = None  # None: the worker is not supervised by this process
+    running: bool | None = None
+
+
+# (metric name, help, stats key): gauges from the heartbeat's source statistics.
+CAMERA_GAUGES: Final = (
+    ("yingyan_camera_connected", "1 when the camera's source is connected", "connected"),
+    ("yingyan_camera_input_fps", "frames decoded per second", "input_fps"),
+    ("yingyan_camera_processed_fps", "frames the pipeline handled per second", "processed_fps"),
+    ("yingyan_camera_lag_seconds", "age of the frame being processed", "lag_s"),
+    ("yingyan_camera_dropped_frames", "frames skipped to stay live (since start)", "dropped"),
+    ("yingyan_camera_reconnects", "source reconnections (since the worker started)", "reconnects"),
+)
+CAMERA_LABELS: Final = ("session", "camera")
+
+
+class CameraCollector(Collector):
+    """Camera gauges labelled by session and camera (operator-chosen names, a handful per
+    deployment, not galleries), read at scrape time; a failed read leaves them out for that
+    scrape rather than failing /metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        source = self.metrics.camera_source
+        families = self._families()
+        if source is not None:
+            try:
+                samples = list(source())
+            except Exception:
+                log.exception("camera metrics: reading camera status failed")
+                samples = []
+            for sample in samples:
+                self._add(families, sample)
+        yield from families
+
+    @staticmethod
+    def _families() -> list[GaugeMetricFamily]:
+        gauges = [GaugeMetricFamily(n, h, labels=CAMERA_LABELS) for n, h, _ in CAMERA_GAUGES]
+        return [
+            *gauges,
+            GaugeMetricFamily(
+                "yingyan_camera_heartbeat_age_seconds",
+                "seconds since the camera's worker last reported",
+                labels=CAMERA_LABELS,
+            ),
+            GaugeMetricFamily(
+                "yingyan_camera_worker_restarts",
+                "restarts of the camera's worker by this process's supervisor",
+                labels=CAMERA_LABELS,
+            ),
+            GaugeMetricFamily(
+                "yingyan_camera_worker_running",
+                "1 when this process's worker for the camera runs",
+                labels=CAMERA_LABELS,
+            ),
+        ]
+
+    @staticmethod
+    def _add(families: list[GaugeMetricFamily], sample: CameraSample) -> None:
+        labels = [sample.session, sample.camera]
+        for family, (_, _, key) in zip(families, CAMERA_GAUGES, strict=False):
+            value = sample.stats.get(key)
+            if isinstance(value, bool | int | float):
+                family.add_metric(labels, float(value))
+        age, restarts, running = families[len(CAMERA_GAUGES) :]
+        if sample.heartbeat_age_s is not None:
+            age.add_metric(labels, sample.heartbeat_age_s)
+        if sample.restarts is not None:
+            restarts.add_metric(labels, float(sample.restarts))
+        if sample.running is not None:
+            running.add_metric(labels, float(sample.running))
 
 
 class JsonFormatter(logging.Formatter):

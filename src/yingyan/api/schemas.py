@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import FastAPI, Path, Query
@@ -92,12 +92,25 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
+def storable_time(when: datetime) -> datetime:
+    """A time the database can hold: one whose UTC form is a date (9999-12-31T23:59-23:00 is
+    year 10000 in UTC, which neither Python nor SQL represents)."""
+    try:
+        when.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("time out of range once in UTC") from None
+    return when
+
+
+StoredTime = Annotated[datetime, AfterValidator(storable_time)]
+
+
 class GalleryIn(Strict):
     name: str = Name
     kind: Literal["enrollment", "watchlist"] = "enrollment"
     purpose: Text = Field(min_length=1, max_length=2000)
     legal_basis: Text = Field(min_length=1, max_length=2000)
-    expires_at: datetime | None = Field(default=None, strict=False)
+    expires_at: StoredTime | None = Field(default=None, strict=False)
     keep_images: bool = False
     min_quality: float = Field(default=0.0, ge=0.0, le=1.0)
     threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
@@ -121,7 +134,7 @@ class GalleryOut(BaseModel):
 class ConsentIn(Strict):
     purpose: Text = Field(min_length=1, max_length=2000)
     reference: Text = Field(min_length=1, max_length=2000)
-    expires_at: datetime | None = Field(default=None, strict=False)
+    expires_at: StoredTime | None = Field(default=None, strict=False)
 
 
 class SubjectIn(Strict):
@@ -296,8 +309,8 @@ _ERRORS = {
     400: "malformed request (bad JSON or base64, undecodable image)",
     401: "no valid API key",
     403: "the key's role or gallery scope does not allow this",
-    404: "no such gallery, subject or face",
-    409: "already exists",
+    404: "no such gallery, subject, face, watch session, camera or alert",
+    409: "already exists; or the watch session is closed, the alert already reviewed or closed",
     413: "request body or image too large",
     415: "unsupported content type or image format",
     422: "invalid parameters, or no face / too many faces / several faces",
@@ -320,6 +333,10 @@ _NEW_GALLERY = {"gallery": "$response.body#/name"}
 _NEW_SUBJECT = _IN_GALLERY | {"subject": "$response.body#/external_id"}
 _CF_SUBJECT = {"subject": "$response.body#/subject"}
 _CF_FACE = {"image_id": "$response.body#/image_id"}
+_W = "/api/v1/watch/sessions"
+_SESSION = _W + "/{session}"
+_NEW_SESSION = {"session": "$response.body#/name"}
+_NEW_CAMERA = {"session": "$request.path.session", "camera": "$response.body#/name"}
 
 Link = tuple[str, str, dict[str, str]]  # target method, target path, parameter expressions
 LINKS: Final[dict[tuple[str, str, str], dict[str, Link]]] = {
@@ -350,6 +367,17 @@ LINKS: Final[dict[tuple[str, str, str], dict[str, Link]]] = {
     },
     ("get", "/api/v1/audit", "200"): {
         "NextPage": ("get", "/api/v1/audit", {"after": "$response.body#/next_after"}),
+    },
+    ("post", _W, "201"): {
+        "GetSession": ("get", _SESSION, _NEW_SESSION),
+        "ChangeSession": ("patch", _SESSION, _NEW_SESSION),
+        "StopSession": ("post", _SESSION + "/stop", _NEW_SESSION),
+        "AddCamera": ("post", _SESSION + "/cameras", _NEW_SESSION),
+        "ListCameras": ("get", _SESSION + "/cameras", _NEW_SESSION),
+    },
+    ("post", _SESSION + "/cameras", "201"): {
+        "ChangeCamera": ("patch", _SESSION + "/cameras/{camera}", _NEW_CAMERA),
+        "RemoveCamera": ("delete", _SESSION + "/cameras/{camera}", _NEW_CAMERA),
     },
     ("post", _CF + "/subjects", "201"): {
         "RenameSubject": ("put", _CF + "/subjects/{subject}", _CF_SUBJECT),

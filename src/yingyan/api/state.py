@@ -9,9 +9,10 @@ and refusals change nothing but the log: `record` commits their entry before the
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
 from sqlalchemy.orm import Session
@@ -25,6 +26,10 @@ from yingyan.gallery.service import GalleryService, Hook
 from yingyan.settings import Settings
 from yingyan.store import Database
 
+if TYPE_CHECKING:
+    from yingyan.watch.events import EventOutbox
+    from yingyan.watch.runtime import WatchRuntime
+
 T = TypeVar("T")
 Details = Mapping[str, Any] | Callable[[Any], Mapping[str, Any]] | None
 
@@ -36,6 +41,11 @@ class AppState:
     galleries: GalleryService
     inference: InferencePool
     metrics: Metrics
+    # Camera workers, when this service runs them (settings.watch_cameras and workers > 0).
+    watch: WatchRuntime | None = None
+    outbox: EventOutbox | None = None  # webhook delivery of alert events, when configured
+    # Set when the service shuts down: long-lived responses (the alert stream) end on it.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     async def call(self, fn: Callable[[GalleryService], T]) -> T:
         """Run gallery work in a thread. No lock here: the gallery service lets searches run

@@ -150,3 +150,85 @@ def threshold(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(calibrate_app, name="calibrate")
+
+
+@calibrate_app.command("fusion")
+@handles_errors
+def fusion(
+    dataset: DatasetOpt,
+    root: DatasetRootOpt,
+    out_file: Annotated[Path, typer.Option("--out", help="fusion file to write (JSON)")],
+    member: Annotated[
+        list[str],
+        typer.Option(help="a recognizer: dlib_resnet_v1 or an ONNX file with its manifest"),
+    ],
+    manifest: Annotated[
+        list[str] | None,
+        typer.Option(help="manifest per --member, in order ('-' for the usual lookup)"),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="fusion name (default: the file stem)")] = None,
+    half: HalfOpt = None,
+    detector: DetectorOpt = DEFAULT_DETECTOR,
+    yunet_model: YunetOpt = None,
+    workers: WorkersOpt = None,
+) -> None:
+    """Fit a fusion of two or more recognizers on reference images (e.g. lfw-unpaired: LFW's
+    people in no view-2 pair), never on evaluation data: per-model standardisation by impostor
+    scores and the weight with the largest genuine/impostor separation."""
+    import tempfile
+
+    from yingyan.calibration.fusion_fit import (
+        fit_fusion,
+        member_of,
+        provisional,
+        save_fusion,
+        split_members,
+    )
+    from yingyan.embedding.fusion import fusion_json
+    from yingyan.errors import ConfigError
+    from yingyan.evaluation.fairness import acquire_dataset
+
+    manifests = list(manifest or [])
+    if len(member) < 2 or (manifests and len(manifests) != len(member)):
+        raise ConfigError("give two or more --member, and one --manifest per member if any")
+    config = engine_config(detector, None, yunet_model)
+    members = [
+        member_of(config, m, None if not manifests or manifests[i] == "-" else manifests[i])
+        for i, m in enumerate(member)
+    ]
+    label = name or out_file.stem
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_path = Path(tmp) / "provisional.json"
+        spec_path.write_text(fusion_json(provisional(members, label)))
+        images, acquired = acquire_dataset(
+            dataset, root, half, config.with_(fusion=spec_path), workers=workers
+        )
+    kept = [(im, a) for im, a in zip(images, acquired, strict=True) if a.vector is not None]
+    from yingyan.engine import make_recognizer
+
+    dims = [
+        make_recognizer(
+            config, None if m.recognizer == "dlib_resnet_v1" else Path(m.recognizer), m.manifest
+        ).manifest.dimension
+        for m in members
+    ]
+    fused = np.stack([np.asarray(a.vector, dtype=np.float32) for _, a in kept])
+    spec = fit_fusion(
+        members,
+        split_members(fused, dims),
+        [im.identity or str(im.path) for im, _ in kept],
+        name=label,
+        fitted_on=f"{dataset} {root} half={half} detector={detector} "
+        f"({len(kept)} of {len(images)} images acquired)",
+    )
+    save_fusion(spec, out_file)
+    ref = spec.reference
+    out.print(
+        f"fusion {spec.model_id}: weights "
+        + ", ".join(f"{m.model_id}={m.weight}" for m in spec.members)
+        + f"; reference {ref['genuine_pairs']} genuine / {ref['impostor_pairs']} impostor pairs; "
+        f"d' fused {ref['fused']['d_prime']} vs "
+        + ", ".join(f"{k} {v['d_prime']}" for k, v in ref["members"].items())
+        + f" → {out_file}",
+        markup=False,
+    )

@@ -253,7 +253,7 @@ def eval_lfw(
     out.print(table)
     out.print("n/a: fewer impostor pairs than 1/FAR, so that rate cannot be observed.")
     primary = report.variants[0]
-    if config.recognizer_model is None:
+    if config.recognizer_model is None and config.fusion is None:
         thr = get_threshold("dlib_resnet_v1")
         out.print(
             f"{primary.name}: accuracy over all pairs at the frozen threshold {thr.name} "
@@ -438,6 +438,15 @@ from yingyan.cli import maintenance, retention, serve  # noqa: E402
 maintenance.register(app)
 retention.register(app)
 serve.register(app)
+
+from yingyan.cli import video  # noqa: E402
+
+video.register(app)
+
+from yingyan.cli import alerts, watch  # noqa: E402
+
+alerts.register(app)
+watch.register(app)
 
 if __name__ == "__main__":
     app()

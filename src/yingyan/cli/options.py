@@ -97,7 +97,15 @@ def engine_config(
 ) -> EngineConfig:
     if yunet_model is None and os.environ.get("YINGYAN_YUNET_MODEL"):
         yunet_model = Path(os.environ["YINGYAN_YUNET_MODEL"])
+    env = os.environ.get
+    recognizer = (
+        Path(env("YINGYAN_RECOGNIZER_MODEL", "")) if env("YINGYAN_RECOGNIZER_MODEL") else None
+    )
+    fusion = Path(env("YINGYAN_FUSION", "")) if env("YINGYAN_FUSION") else None
     return EngineConfig(
+        recognizer_model=recognizer,
+        recognizer_manifest=env("YINGYAN_RECOGNIZER_MANIFEST") or None,
+        fusion=fusion,
         detector=detector,  # type: ignore[arg-type]  # validated by EngineConfig
         upsample=upsample,
         yunet_model=yunet_model,

@@ -35,6 +35,7 @@ def run(
     subject of an expired gallery: templates leave the database and the index; each erasure
     is audited."""
     from yingyan.privacy.retention import due, run_retention
+    from yingyan.watch.alerts import purge_expired
 
     at = parse_time(now, "--now")
     with open_service(data, url) as service:
@@ -47,6 +48,7 @@ def run(
                 done = run_retention(
                     service, actor=cli_actor(), now=at, progress=lambda _: bar.advance(task)
                 )
+            purge_expired(service.db, actor=cli_actor(), now=at)  # alert crops past retention
     rows = [asdict(p) for p in done]
     if as_json:
         out.print_json(json.dumps({"dry_run": dry_run, "purged": rows}))

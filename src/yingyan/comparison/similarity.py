@@ -105,6 +105,13 @@ _DLIB_TAIL = Tail(
     "1e-6: `python benchmarks/similarity_scale.py --fit`",
 )
 _TAILS = {_DLIB_TAIL.model: _DLIB_TAIL}
+
+
+def measured_tail(model: str) -> Tail | None:
+    """The measured impostor tail of a model (its id, with or without `@version`), if any."""
+    return _TAILS.get(model.split("@")[0])
+
+
 # Logistic widths (score units per unit of logit) where no tail is measured. Cosine of another
 # model: dlib's local width at its default threshold, 1 / (GAIN * phi'(0.912)) = 0.0104.
 # Cohort-normalised scores (z-like): a Gaussian tail falls one decade per ~0.63 near FMR 1e-3,
@@ -156,7 +163,7 @@ def scale_for(model: str, threshold: float | None, *, normalised: bool = False) 
     calibrated gallery's normalised scores, and the clipped cosine when nothing is known."""
     if threshold is None:
         return SimilarityScale("uncalibrated", math.nan)
-    tail = None if normalised else _TAILS.get(model.split("@")[0])
+    tail = None if normalised else measured_tail(model)
     if tail is not None:
         return SimilarityScale("tail", threshold, tail)
     return SimilarityScale(

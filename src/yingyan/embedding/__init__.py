@@ -1,10 +1,11 @@
 """Embedding: aligned chips → templates (L2-normalised vectors stamped with their model).
 
-Backends: dlib's ResNet on onnxruntime (default) or on dlib itself (reference), and any
-ArcFace-style ONNX model from a configured path."""
+Backends: dlib's ResNet on onnxruntime (default) or on dlib itself (reference), and any ONNX
+recognizer from a configured path, described by a manifest (`manifest.py`); several of them
+fused into one template (`fusion.py`)."""
 
 from yingyan.embedding.dlib_resnet import DlibResNet
-from yingyan.embedding.onnx_arcface import OnnxArcFace
+from yingyan.embedding.onnx_recognizer import OnnxRecognizer
 from yingyan.embedding.onnx_resnet import OnnxDlibResNet
 from yingyan.embedding.template import (
     MAX_JITTER,
@@ -19,8 +20,8 @@ __all__ = [
     "MAX_JITTER",
     "DlibResNet",
     "Embedder",
-    "OnnxArcFace",
     "OnnxDlibResNet",
+    "OnnxRecognizer",
     "make_templates",
     "normalise",
     "recipe_name",

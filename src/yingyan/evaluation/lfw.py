@@ -86,13 +86,34 @@ class ImageResult:
     fallback: bool
     error: str | None = None
     quality: float = 0.0
+    # A fusion: each member's views side by side (columns split at `splits`), and the scale
+    # √a_i of each member's unit vector in the fused template.
+    splits: tuple[int, ...] = ()
+    scales: tuple[float, ...] = ()
 
     def template_vector(self, *, flip: bool, jitter: int) -> npt.NDArray[np.float32]:
         """The engine's template from these views: all views averaged (flip), or the chip's
-        own views only."""
+        own views only; for a fusion, each member's so and then fused."""
         assert self.views is not None
-        views = self.views if flip else self.views[: jitter + 1]
-        return normalise(normalise(views).mean(axis=0))
+        return self.from_rows(slice(None) if flip else slice(0, jitter + 1))
+
+    def from_rows(
+        self, rows: slice | list[int], member: int | None = None
+    ) -> npt.NDArray[np.float32]:
+        """The template of the chosen views (rows); for a fusion, of one member alone if
+        `member` is given, else fused."""
+        assert self.views is not None
+        views = self.views[rows]
+        if not self.splits:
+            return normalise(normalise(views).mean(axis=0))
+        parts = np.split(views, self.splits, axis=1)
+        if member is not None:
+            return normalise(normalise(parts[member]).mean(axis=0))
+        fused = [
+            normalise(normalise(v).mean(axis=0)) * s
+            for v, s in zip(parts, self.scales, strict=True)
+        ]
+        return np.concatenate(fused).astype(np.float32)
 
 
 def extract_one(engine: Engine, path: str) -> ImageResult:
@@ -104,11 +125,17 @@ def extract_one(engine: Engine, path: str) -> ImageResult:
         assert det is not None  # centre_fallback guarantees one
         face = engine.faces(image, [det], embed=False)[0]
         assert face.chip is not None
-        views = tta_views(face.chip, flip=True, jitter=engine.config.jitter)
+        jitter = engine.config.jitter
+        if engine.fusion is None:
+            views = engine.embedder.embed(tta_views(face.chip, flip=True, jitter=jitter))
+            return ImageResult(views, det.detector == "centre-fallback", quality=face.quality.score)
+        members = engine.view_vectors(engine.member_chips(image, det), jitter)
         return ImageResult(
-            engine.embedder.embed(views),
+            np.concatenate(members, axis=1),
             det.detector == "centre-fallback",
             quality=face.quality.score,
+            splits=tuple(np.cumsum([m.shape[1] for m in members])[:-1].tolist()),
+            scales=tuple(float(np.sqrt(a)) for a in engine.fusion.coefficients),
         )
     except YingyanError as exc:
         return ImageResult(None, False, exc.message)
@@ -268,22 +295,29 @@ def run_lfw(
         images, names, config, known=known, workers=workers, show_progress=show_progress
     )
     results = [extracted[n] for n in names]
-    views = {n: r.views for n, r in zip(names, results, strict=True) if r.views is not None}
+    ok = {n: r for n, r in zip(names, results, strict=True) if r.views is not None}
     k = config.jitter + 1  # views per side (original, mirrored)
-    plain = {n: normalise(v[0]) for n, v in views.items()}
-    flip = {n: normalise(normalise(v[[0, k]]).mean(axis=0)) for n, v in views.items()}
+    plain = {n: r.from_rows([0]) for n, r in ok.items()}
+    flip = {n: r.from_rows([0, k]) for n, r in ok.items()}
     templates = {"flip": flip, "plain": plain}
     variants = [
         evaluate_scores("flip", _pair_scores(flip, pairs), pairs),
         evaluate_scores("plain", _pair_scores(plain, pairs), pairs),
-        evaluate_scores(
-            "plain-euclidean-raw",
-            _pair_scores({n: v[0] for n, v in views.items()}, pairs, euclidean_pairs),
-            pairs,
-        ),
     ]
+    fused = next((r for r in ok.values() if r.splits), None)
+    if fused is None:
+        raw = {n: r.views[0] for n, r in ok.items() if r.views is not None}
+        variants.append(
+            evaluate_scores("plain-euclidean-raw", _pair_scores(raw, pairs, euclidean_pairs), pairs)
+        )
+    else:  # each member alone, from the same views: the fusion's gain read in one run
+        for i, member in enumerate(Engine(config).fusion.members):  # type: ignore[union-attr]
+            alone = {n: r.from_rows([0, k], member=i) for n, r in ok.items()}
+            variants.append(
+                evaluate_scores(f"flip:{member.model_id}", _pair_scores(alone, pairs), pairs)
+            )
     if config.jitter:
-        full = {n: normalise(normalise(v).mean(axis=0)) for n, v in views.items()}
+        full = {n: r.from_rows(slice(None)) for n, r in ok.items()}
         name = f"flip+jitter{config.jitter}"
         templates[name] = full
         variants.append(evaluate_scores(name, _pair_scores(full, pairs), pairs))
@@ -308,6 +342,7 @@ def run_lfw(
             "flip": config.flip,
             "backend": config.backend,
             "recognizer_model": str(config.recognizer_model or "dlib_resnet_v1"),
+            "fusion": str(config.fusion) if config.fusion else None,
         },
         variants=variants,
     )

@@ -210,3 +210,9 @@ def image_context(gallery_id: int, subject_id: int, source_sha256: str) -> bytes
 def index_context(name: str) -> bytes:
     """Associated data of an index file: its name, which names the gallery and model."""
     return f"yingyan-index/1|{name}".encode()
+
+
+def alert_crop_context(alert_id: int) -> bytes:
+    """Associated data of an alert's best-shot crop: its alert (a crop cannot be moved onto
+    another alert, nor swapped with a template or a kept enrolment image)."""
+    return f"yingyan-alert-crop/1|alert={alert_id}".encode()

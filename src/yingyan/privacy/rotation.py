@@ -55,8 +55,12 @@ class RotationReport:
 
 
 def key_usage(db: Database) -> KeyUsage:
+    from yingyan.watch.alerts import crop_key_usage  # alert crops are kept images too
+
     with db.session() as s:
         templates, images = template_key_usage(s), image_key_usage(s)
+    for key, n in crop_key_usage(db).items():
+        images[key] = images.get(key, 0) + n
     plain, plain_images = templates.pop(None, 0), images.pop(None, 0)
     return KeyUsage(_known(templates), plain, _known(images), plain_images)
 

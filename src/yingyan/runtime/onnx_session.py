@@ -54,6 +54,10 @@ class OnnxSession:
         return list(self._session.get_inputs()[0].shape)
 
     @property
+    def output_shape(self) -> list[int | str | None]:
+        return list(self._session.get_outputs()[0].shape)
+
+    @property
     def provider(self) -> str:
         return str(self._session.get_providers()[0])
 

@@ -22,7 +22,8 @@ from sqlalchemy.exc import DBAPIError
 from yingyan.store.database import Database, StoreError
 
 # Templates and kept images, subjects and their metadata, consents, calibration cohorts
-# (reference templates), the change log of template ids, galleries, keys, and the audit log.
+# (reference templates), the change log of template ids, galleries, keys, the audit log, and
+# the watch sessions, cameras and alerts.
 TABLES: Final[tuple[str, ...]] = (
     "templates",
     "subjects",
@@ -33,6 +34,10 @@ TABLES: Final[tuple[str, ...]] = (
     "api_keys",
     "audit_log",
     "audit_head",
+    "alerts",  # sealed best-shot crops and candidates until their retention deadline
+    "alert_reviews",
+    "watch_cameras",  # camera URLs may hold credentials
+    "watch_sessions",
 )
 
 

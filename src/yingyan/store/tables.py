@@ -292,3 +292,151 @@ class AuditHeadRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+# -- watchlist monitoring (migration 0005) -----------------------------------------------------
+
+SESSION_STATUSES: Final[tuple[str, ...]] = ("active", "stopped")
+ALERT_STATES: Final[tuple[str, ...]] = ("pending", "confirmed", "rejected")
+VERDICTS: Final[tuple[str, ...]] = ("confirm", "reject")
+
+
+class WatchSessionRow(Base):
+    """Cameras watched for the subjects of some watchlists, for one purpose and case, under one
+    legal basis, until an expiry. Never deleted: stopped, so its alerts keep their context."""
+
+    __tablename__ = "watch_sessions"
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'stopped')", name="status"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    purpose: Mapped[str] = mapped_column(Text)
+    case_ref: Mapped[str] = mapped_column(Text)
+    legal_basis: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    target_fpir: Mapped[float] = mapped_column(Float)
+    # An explicit cosine threshold; None: chosen for `target_fpir` from the watchlists' size.
+    threshold: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WatchSessionGalleryRow(Base):
+    """A watchlist (a gallery of kind 'watchlist') a session searches."""
+
+    __tablename__ = "watch_session_galleries"
+
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("watch_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    gallery_id: Mapped[int] = mapped_column(
+        ForeignKey("galleries.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class WatchCameraRow(Base):
+    """A camera of a session: its source URL (may hold credentials: shown redacted) and its
+    pipeline settings."""
+
+    __tablename__ = "watch_cameras"
+    __table_args__ = (
+        UniqueConstraint("session_id", "name"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("watch_sessions.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    url: Mapped[str] = mapped_column(Text)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+
+
+class CameraStatusRow(Base):
+    """A camera worker's last heartbeat: its source statistics (`SourceStats.as_dict`)."""
+
+    __tablename__ = "camera_status"
+
+    camera_id: Mapped[int] = mapped_column(
+        ForeignKey("watch_cameras.id", ondelete="CASCADE"), primary_key=True
+    )
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class AlertRow(Base):
+    """One alert: a track (or tracks of one person on one camera within a cooldown) that matched
+    a watchlist subject above the session's threshold, waiting for human review.
+
+    The best-shot crop is a JPEG sealed with the template cipher, bound to the alert id. At
+    `retention_until` the crop, the candidates and the top subject are erased (`purged_at` set):
+    a tombstone with the camera, times, threshold and review outcome remains."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'confirmed', 'rejected')", name="state"),
+        Index("ix_alerts_session_id_camera_state", "session_id", "camera", "state"),
+        Index("ix_alerts_retention_until", "retention_until"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("watch_sessions.id"))
+    # The camera's name stays when the camera is removed from the session.
+    camera: Mapped[str] = mapped_column(String(200))
+    camera_id: Mapped[int | None] = mapped_column(
+        ForeignKey("watch_cameras.id", ondelete="SET NULL")
+    )
+    track_id: Mapped[int] = mapped_column(BigInteger)  # the worker's id of the latest track
+    track_first_pts: Mapped[float] = mapped_column(Float)  # with track_id: which track it is
+    tracks: Mapped[int] = mapped_column(Integer, default=1)  # tracks merged into this alert
+    first_pts: Mapped[float] = mapped_column(Float)  # seconds, the stream's clock
+    last_pts: Mapped[float] = mapped_column(Float)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Erased at the retention deadline (NULL then): who the alert was about.
+    top_gallery_id: Mapped[int | None] = mapped_column(BigInteger)
+    top_subject_id: Mapped[int | None] = mapped_column(BigInteger)
+    candidates: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    crop: Mapped[bytes | None] = mapped_column(LargeBinary)
+    best_quality: Mapped[float] = mapped_column(Float)
+    threshold_score: Mapped[float] = mapped_column(Float)
+    threshold_source: Mapped[str] = mapped_column(Text)
+    threshold_model: Mapped[str] = mapped_column(String(200))
+    target_fpir: Mapped[float | None] = mapped_column(Float)
+    watchlist_size: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    retention_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AlertReviewRow(Base):
+    """One reviewer's verdict on an alert, with the note that justifies it (one per reviewer)."""
+
+    __tablename__ = "alert_reviews"
+    __table_args__ = (
+        UniqueConstraint("alert_id", "reviewer"),
+        CheckConstraint("verdict IN ('confirm', 'reject')", name="verdict"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"))
+    reviewer: Mapped[str] = mapped_column(String(200))
+    verdict: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -67,4 +67,6 @@ async def metrics(
     """Prometheus metrics (text format 0.0.4). Their series count the requests, searches and
     audit entries of every gallery together (labelled by route template, never by gallery), so
     they need a key that may read the audit log and is scoped to no gallery."""
-    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    # Rendering reads the cameras' heartbeats from the database: off the event loop.
+    body = await run_in_threadpool(state.metrics.render)
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,135 @@
+"""Fused templates: several recognizers' embeddings in one vector, so one inner product gives
+the fused score and the gallery, index and search code stay as they are.
+
+Each member's score is standardised by its impostor scores on reference data, (s - μ) / σ, and
+the standardised scores are averaged with weights w. Since the offsets μ/σ are constants, the
+ranking and every threshold only depend on Σ (w/σ) s. So member i's unit vector is scaled by
+√a_i with a_i = (w_i/σ_i) / Σ_j (w_j/σ_j): the concatenation is again a unit vector and the
+inner product of two of them is Σ a_i s_i, a cosine-like score in [-1, 1].
+
+A fusion is versioned data (members by model id, weights, standardisation, what it was fitted
+on), written by `yingyan calibrate fusion` and never fitted on evaluation data. Its model id is
+a digest of all of that, so templates of two fusions never mix."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from yingyan.embedding.template import normalise
+from yingyan.errors import ModelError
+from yingyan.types import ModelId
+
+FORMAT = "yingyan-fusion/1"
+DLIB = "dlib_resnet_v1"  # the member name of the embedded recognizer
+
+
+@dataclass(frozen=True, slots=True)
+class FusionMember:
+    """One recognizer in a fusion: `recognizer` is "dlib_resnet_v1" or a model file (relative
+    to the fusion file), `model_id` the id its templates carry (checked at load)."""
+
+    recognizer: str
+    model_id: str
+    weight: float
+    impostor_mean: float
+    impostor_std: float
+    manifest: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FusionSpec:
+    name: str
+    members: tuple[FusionMember, ...]
+    fitted_on: str
+    reference: dict[str, Any] = field(default_factory=dict)  # what the fit measured
+    created_at: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.members) < 2:
+            raise ModelError("a fusion needs at least two recognizers")
+        for m in self.members:
+            if not (m.weight > 0 and m.impostor_std > 0 and math.isfinite(m.impostor_mean)):
+                raise ModelError(f"fusion member {m.recognizer}: weight and std must be > 0")
+
+    @property
+    def coefficients(self) -> npt.NDArray[np.float64]:
+        """a_i: each member's share of the fused score (they sum to 1)."""
+        raw = np.array([m.weight / m.impostor_std for m in self.members])
+        return np.asarray(raw / raw.sum())
+
+    @property
+    def model_id(self) -> ModelId:
+        body = json.dumps([asdict(m) for m in self.members], sort_keys=True).encode()
+        return ModelId(f"fusion:{self.name}", hashlib.sha256(body).hexdigest()[:12])
+
+    def fuse(self, member_vectors: list[npt.NDArray[np.floating]]) -> npt.NDArray[np.float32]:
+        """One fused unit vector per row from each member's vectors (same rows in each)."""
+        if len(member_vectors) != len(self.members):
+            raise ModelError(f"{len(member_vectors)} embeddings for {len(self.members)} members")
+        parts = [
+            normalise(v) * np.float32(math.sqrt(a))
+            for v, a in zip(member_vectors, self.coefficients, strict=True)
+        ]
+        return np.asarray(np.concatenate(parts, axis=-1), dtype=np.float32)
+
+    def standardised(self, fused_score: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """The weighted mean of standardised member scores that a fused score stands for."""
+        w = np.array([m.weight for m in self.members])
+        mu = np.array([m.impostor_mean for m in self.members])
+        sd = np.array([m.impostor_std for m in self.members])
+        scale = float((w / sd).sum())
+        offset = float((w * mu / sd).sum())
+        return np.asarray((np.asarray(fused_score, dtype=np.float64) * scale - offset) / w.sum())
+
+
+def fusion_json(spec: FusionSpec) -> str:
+    body = {
+        "format": FORMAT,
+        "name": spec.name,
+        "model_id": str(spec.model_id),
+        "fitted_on": spec.fitted_on,
+        "created_at": spec.created_at,
+        "members": [asdict(m) for m in spec.members],
+        "reference": spec.reference,
+    }
+    return json.dumps(body, indent=2)
+
+
+def load_fusion(path: Path) -> FusionSpec:
+    """A fusion file, validated; a clear ModelError for anything malformed."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"fusion file {path}: cannot be read as JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ModelError(f"fusion file {path}: not a {FORMAT} file")
+    try:
+        members = tuple(FusionMember(**m) for m in doc["members"])
+        spec = FusionSpec(
+            name=str(doc["name"]),
+            members=members,
+            fitted_on=str(doc["fitted_on"]),
+            reference=dict(doc.get("reference", {})),
+            created_at=str(doc.get("created_at", "")),
+        )
+    except (KeyError, TypeError) as exc:
+        raise ModelError(f"fusion file {path}: malformed ({exc})") from None
+    if doc.get("model_id") not in (None, str(spec.model_id)):
+        raise ModelError(f"fusion file {path}: edited after fitting (its model id differs)")
+    return spec
+
+
+def member_path(spec_path: Path, member: FusionMember) -> Path | None:
+    """The model file of a member (None for the embedded dlib recognizer)."""
+    if member.recognizer == DLIB:
+        return None
+    p = Path(member.recognizer)
+    return p if p.is_absolute() else (Path(spec_path).parent / p).resolve()

@@ -1,0 +1,1 @@
+"""Video: sources (decoded in the worker process), tracking, best shots, the camera pipeline."""

@@ -1,0 +1,2 @@
+"""Watchlist monitoring: sessions, thresholds for a target FPIR, alerts and their human review,
+delivery, camera workers and retrospective search."""
