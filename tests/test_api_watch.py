@@ -416,6 +416,9 @@ def test_alerts_are_reviewed_by_two_different_keys_and_the_crop_only_by_reviewer
         assert (first in [a["id"] for a in found]) is expected, params
     r = c.get("/api/v1/alerts", params={"since": "2026-01-01T00:00:00"}, headers=api.h())
     assert r.status_code == 422  # a time without its offset is ambiguous
+    for number in ("-449", "1700000000"):  # not read as Unix seconds: the schema says ISO 8601
+        r = c.get("/api/v1/alerts", params={"since": number}, headers=api.h())
+        assert r.status_code == 422, (number, r.text)
     r = c.get("/api/v1/alerts/999999", headers=api.h())
     assert r.status_code == 404 and code(r) == "not_found"
 

@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import FastAPI, Path, Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from yingyan.store.repository import DB_INT_MAX, DB_INT_MIN
 from yingyan.types import Face
@@ -102,7 +109,20 @@ def storable_time(when: datetime) -> datetime:
     return when
 
 
-StoredTime = Annotated[datetime, AfterValidator(storable_time)]
+def iso_time(value: object) -> object:
+    """Times are ISO 8601 text: pydantic's lax mode would also read a number (a query's
+    `since=-449`) as Unix seconds, which the schema does not admit."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("an ISO 8601 date and time, e.g. 2026-12-01T09:30:00+00:00") from None
+    if not isinstance(value, datetime):
+        raise ValueError("an ISO 8601 date and time, e.g. 2026-12-01T09:30:00+00:00")
+    return value
+
+
+StoredTime = Annotated[datetime, BeforeValidator(iso_time), AfterValidator(storable_time)]
 
 
 class GalleryIn(Strict):

@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, Field
 
-from yingyan.api.schemas import JsonObject, Name, Strict, Text, storable_time
+from yingyan.api.schemas import JsonObject, Name, Strict, Text, iso_time, storable_time
 from yingyan.privacy.redaction import redact_url
 from yingyan.watch.alerts import MAX_NOTE, Alert
 from yingyan.watch.sessions import DEFAULT_TARGET_FPIR, CameraStatus, WatchCamera, WatchSession
@@ -21,7 +21,7 @@ from yingyan.watch.threshold import MAX_FPIR, MIN_FPIR, WatchThreshold
 MAX_WATCHLISTS = 50
 
 
-Time = Annotated[AwareDatetime, AfterValidator(storable_time)]
+Time = Annotated[AwareDatetime, BeforeValidator(iso_time), AfterValidator(storable_time)]
 Reason = Field(min_length=1, max_length=2000)
 
 
