@@ -68,6 +68,7 @@ TABLES = {
     "galleries",
     "subjects",
     "templates",
+    "staged_templates",
     "consents",
     "calibration_profiles",
     "gallery_changes",

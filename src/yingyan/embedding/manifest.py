@@ -19,7 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from yingyan.errors import ModelError
+from yingyan.comparison.thresholds import ThresholdSet, parse_thresholds
+from yingyan.errors import ConfigError, ModelError
 from yingyan.models import file_sha256
 
 Colour = Literal["RGB", "BGR"]
@@ -35,6 +36,7 @@ _SECTIONS: dict[str, set[str]] = {
     "alignment": {"template"},
     "output": {"dimension"},
 }
+_THRESHOLDS = "threshold"  # [[threshold]]: named operating points measured for these weights
 _CHOICES: dict[str, tuple[str, ...]] = {
     "format": ("onnx", "dlib"),
     "colour": ("RGB", "BGR"),
@@ -67,6 +69,7 @@ class RecognizerManifest:
     sha256: str | None = None
     notes: str = ""
     source: str = "built-in"  # where the manifest was read from
+    thresholds: ThresholdSet | None = None  # shipped operating points (pinned weights only)
 
     def model_name(self, model_path: Path) -> str:
         """The name templates carry: a family names the file too, so weights never mix."""
@@ -132,7 +135,7 @@ def _triple(part: dict[str, Any], key: str, default: float, source: str) -> tupl
 
 def parse_manifest(doc: dict[str, Any], source: str) -> RecognizerManifest:
     """A validated manifest from a parsed TOML document; every problem is named."""
-    unknown = set(doc) - set(_SECTIONS)
+    unknown = set(doc) - set(_SECTIONS) - {_THRESHOLDS}
     if unknown:
         raise _fail(source, f"unknown section(s): {', '.join(sorted(unknown))}")
     model, inp = _section(doc, "model", source), _section(doc, "input", source)
@@ -153,8 +156,9 @@ def parse_manifest(doc: dict[str, Any], source: str) -> RecognizerManifest:
     scale = _get(inp, "scale", float, source, 1.0)
     if min(std) <= 0 or scale <= 0:
         raise _fail(source, "'std' and 'scale' must be positive")
+    name = _get(model, "name", str, source)
     return RecognizerManifest(
-        name=_get(model, "name", str, source),
+        name=name,
         format=_get(model, "format", str, source),
         input_size=size,
         colour=_get(inp, "colour", str, source),
@@ -172,7 +176,23 @@ def parse_manifest(doc: dict[str, Any], source: str) -> RecognizerManifest:
         sha256=sha,
         notes=str(model.get("notes", "")),
         source=source,
+        thresholds=_thresholds(doc, name, sha, source),
     )
+
+
+def _thresholds(
+    doc: dict[str, Any], name: str, sha: str | None, source: str
+) -> ThresholdSet | None:
+    """The manifest's [[threshold]] rows: only pinned weights have measured thresholds."""
+    rows = doc.get(_THRESHOLDS, [])
+    if not isinstance(rows, list):
+        raise _fail(source, "[[threshold]] must be an array of tables")
+    if rows and sha is None:
+        raise _fail(source, "thresholds are measured for one file: pin its 'sha256'")
+    try:
+        return parse_thresholds(name, sha, rows, source)
+    except ConfigError as exc:
+        raise _fail(source, exc.message) from None
 
 
 def load_manifest(path: Path) -> RecognizerManifest:

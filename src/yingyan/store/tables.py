@@ -440,3 +440,34 @@ class AlertReviewRow(Base):
     verdict: Mapped[str] = mapped_column(String(16))
     note: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StagedTemplateRow(Base):
+    """A template of a gallery's migration target model, computed from one kept enrolment
+    image (one row per source template and target, so a rerun after a crash skips what is
+    done). No index query reads this table: the switch moves the rows into `templates` in one
+    transaction. `embedding` None: the target model found no face in the image."""
+
+    __tablename__ = "staged_templates"
+    __table_args__ = (
+        UniqueConstraint("source_template_id", "target_model"),
+        Index("ix_staged_templates_gallery_id_target_model", "gallery_id", "target_model"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id", ondelete="CASCADE"))
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"))
+    # The model-A template it replaces: erased with it (a subject erased mid-migration).
+    source_template_id: Mapped[int] = mapped_column(
+        ForeignKey("templates.id", ondelete="CASCADE")
+    )
+    target_model: Mapped[str] = mapped_column(String(200))
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # sealed as in `templates`
+    dimension: Mapped[int] = mapped_column(Integer)
+    recipe: Mapped[str] = mapped_column(String(64))
+    quality: Mapped[float] = mapped_column(Float)
+    box: Mapped[list[float] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
