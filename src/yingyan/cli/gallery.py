@@ -292,6 +292,153 @@ def calibrate(
     )
 
 
+@gallery_app.command("migrate")
+@handles_errors
+def migrate(
+    name: Annotated[str, typer.Argument(help="gallery name")],
+    to_fusion: Annotated[
+        Path | None, typer.Option("--to-fusion", help="target: a fusion file")
+    ] = None,
+    to_model: Annotated[
+        Path | None, typer.Option("--to-model", help="target: an ONNX recognizer file")
+    ] = None,
+    to_manifest: Annotated[
+        str | None, typer.Option("--manifest", help="the --to-model file's manifest")
+    ] = None,
+    drop_unmigrated: Annotated[
+        bool,
+        typer.Option(
+            "--drop-unmigrated",
+            help="switch even if some templates cannot be migrated (their subjects are listed "
+            "for re-enrolment)",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="only show the status and what cannot migrate")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="confirm the switch")] = False,
+    abandon: Annotated[
+        bool, typer.Option("--abandon", help="give up: delete the staged templates")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1, max=1024, help="images per batch")] = 16,
+    detector: DetectorOpt = DEFAULT_DETECTOR,
+    upsample: UpsampleOpt = None,
+    yunet_model: YunetOpt = None,
+    data: DataDirOpt = None,
+    url: DbUrlOpt = None,
+    index: IndexOpt = "flat",
+    key_file: KeyFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move a gallery to another recognizer without downtime: stage the new model's templates
+    from the kept images (resumable), then switch atomically and erase the old model's
+    templates and index. Searches keep using the old model until the switch."""
+    import dataclasses
+
+    from yingyan.batch import progress_bar
+    from yingyan.engine import Engine
+    from yingyan.gallery import migration
+
+    if abandon:
+        with open_service(data, url, index, key_file) as service:
+            gone = migration.abandon(
+                service,
+                name,
+                audit=hook("gallery.migrate.abandon", gallery=name, result_details=_staged),
+            )
+        typer.echo(f"gallery {name!r}: {gone} staged templates deleted")
+        return
+    if (to_fusion is None) == (to_model is None):
+        raise ConfigError("give exactly one of --to-fusion FILE or --to-model FILE")
+    if to_manifest is not None and to_model is None:
+        raise ConfigError("--manifest goes with --to-model")
+    if not (dry_run or yes):
+        raise ConfigError("the switch erases the old model's templates: add --yes (or --dry-run)")
+    base = engine_config(detector, upsample, yunet_model)
+    config = dataclasses.replace(
+        base, recognizer_model=to_model, recognizer_manifest=to_manifest, fusion=to_fusion
+    )
+    engine = Engine(config)
+    target = str(engine.model_id)
+    with open_service(data, url, index, key_file) as service:
+        if dry_run:
+            _show_status(migration.status(service, name, target), as_json)
+            return
+        with progress_bar(not as_json) as bar:
+            task = bar.add_task("staging", total=None)
+            st = migration.stage(
+                service,
+                name,
+                engine,
+                batch_size=batch_size,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        audit(  # the kept images were decrypted and embedded by the new model
+            service,
+            "gallery.migrate.stage",
+            gallery=name,
+            source_model=st.source_model,
+            target_model=target,
+            staged=st.staged,
+            unmigrated=[u.subject_id for u in st.unmigrated],
+        )
+        if st.unmigrated and not drop_unmigrated:
+            _show_status(st, as_json)
+        record = hook(
+            "gallery.migrate",
+            gallery=name,
+            source_model=st.source_model,
+            target_model=target,
+            result_details=lambda r: {
+                "templates_removed": r.removed,
+                "templates_added": r.added,
+                "subjects_dropped": [u.subject_id for u in r.dropped_subjects],
+            },
+        )
+        report = migration.switch(
+            service, name, target, drop_unmigrated=drop_unmigrated, audit=record
+        )
+    if as_json:
+        body = {
+            "gallery": name,
+            "source_model": report.source_model,
+            "target_model": report.target_model,
+            "removed": report.removed,
+            "added": report.added,
+            "re_enrol": [u.as_dict() for u in report.dropped_subjects],
+        }
+        typer.echo(json.dumps(body, indent=2))
+        return
+    typer.echo(
+        f"gallery {name!r}: {report.source_model} -> {report.target_model}; "
+        f"{report.removed} templates erased, {report.added} added"
+    )
+    for u in report.dropped_subjects:
+        typer.echo(f"  re-enrol {u.external_id} ({u.display_name or '-'}, subject {u.subject_id})")
+
+
+def _staged(gone: int) -> dict[str, Any]:
+    return {"staged_deleted": gone}
+
+
+def _show_status(st: Any, as_json: bool) -> None:
+    """A migration's status: counts and the subjects whose templates cannot migrate."""
+    if as_json:
+        typer.echo(json.dumps(st.as_dict(), indent=2))
+        return
+    typer.echo(
+        f"gallery {st.gallery!r}: {st.source_model} -> {st.target_model}; {st.templates} "
+        f"templates, {st.staged} staged, {st.pending} kept images to process"
+    )
+    if st.unmigrated:
+        typer.echo(f"{len(st.unmigrated)} subjects cannot be fully migrated (re-enrol them):")
+        for u in st.unmigrated:
+            typer.echo(
+                f"  {u.external_id} ({u.display_name or '-'}, subject {u.subject_id}): "
+                f"{u.no_image} without kept image, {u.no_face} without a face for the new model"
+            )
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(gallery_app, name="gallery")
 

@@ -3,6 +3,12 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
+
+from yingyan.config import EngineConfig
+from yingyan.engine import Engine
+from yingyan.errors import ModelMismatchError
 from yingyan.gallery.index import IndexSpec
 from yingyan.gallery.service import GalleryService
 from yingyan.privacy import DEFAULT_KEY_FILE, ENV_KEY, TemplateCipher, key_source, open_cipher
@@ -31,3 +37,33 @@ def open_gallery_service(settings: Settings) -> GalleryService:
     return GalleryService(
         db, settings.index_dir, IndexSpec(kind=settings.index), milvus, cipher=cipher
     )
+
+
+class EnginesByModel:
+    """The engine that makes probes of a given model, built on first use from the configs a
+    deployment knows (its current recognizer and any migration target): a search must probe a
+    gallery with the gallery's current model, which a migration changes at run time."""
+
+    def __init__(self, configs: Sequence[EngineConfig]) -> None:
+        self._configs = list(configs)
+        self._engines: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+
+    def add(self, config: EngineConfig) -> Engine:
+        """Make `config`'s engine known (e.g. a migration's target); returns it."""
+        engine = Engine(config)
+        with self._lock:
+            self._engines.setdefault(str(engine.model_id), engine)
+            return self._engines[str(engine.model_id)]
+
+    def engine_for(self, model: str) -> Engine:
+        """The engine whose templates are of `model`; ModelMismatchError if none is configured."""
+        with self._lock:
+            if model in self._engines:
+                return self._engines[model]
+            while self._configs:
+                engine = Engine(self._configs.pop(0))
+                self._engines.setdefault(str(engine.model_id), engine)
+                if str(engine.model_id) == model:
+                    return engine
+        raise ModelMismatchError(f"no recognizer configured for model {model}")

@@ -93,6 +93,7 @@ T = TypeVar("T")
 Hook = Callable[[Session, Any], object]
 log = logging.getLogger(__name__)
 _INDEX_FILE = re.compile(r"gallery-(\d+)-.+\.faiss(\.json|\.lock)?")
+_SUFFIXES = ("", ".json", ".lock")
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,12 +168,21 @@ class ReadWriteLock:
                 self._cond.notify_all()
 
 
+class ModelChangedError(ModelMismatchError):
+    """The gallery moved to another model (a migration) while a search of the old one was
+    starting: nothing was compared; retry with a probe of the gallery's current model."""
+
+    code = "conflict"  # 409: retryable
+
+
 @dataclass(slots=True)
 class _Slot:
-    """One gallery's index in this process, and the lock its searches and replays take."""
+    """One gallery's index in this process, and the lock its searches and replays take. An
+    index holds one model's vectors (`model`): after a migration it is replaced, never mixed."""
 
     lock: ReadWriteLock = field(default_factory=ReadWriteLock)
     index: VectorIndex | None = None
+    model: str | None = None
 
 
 class GalleryService:
@@ -247,8 +257,13 @@ class GalleryService:
         return removed
 
     def _drop_index(self, gallery_id: int, model: str) -> None:
+        """Erase the gallery's index of `model` here and on disk (or its Milvus collection)."""
         with self._guard:
-            slot = self._slots.pop(gallery_id, None)
+            slot = self._slots.get(gallery_id)
+            if slot is not None and slot.model in (model, None):
+                del self._slots[gallery_id]
+            else:
+                slot = None
         dropped = False
         if slot is not None:
             with slot.lock.write():
@@ -270,17 +285,28 @@ class GalleryService:
 
             drop_collection(self.milvus_uri, self._collection(gallery_id, model))
 
+    def erase_model_index(self, gallery_id: int, model: str) -> None:
+        """After a migration: erase the gallery's index of its old `model` in this process,
+        its file (and any other file of a model the gallery no longer uses) or collection."""
+        self._drop_index(gallery_id, model)
+        self.remove_orphans()
+
     def remove_orphans(self) -> list[Path]:
         """Delete index files of galleries that no longer exist (a crash between a gallery's
-        deletion and its files' removal): run at start. Returns the files deleted."""
+        deletion and its files' removal) or of a model a gallery no longer uses (a migration):
+        run at start and after a migration. Returns the files deleted."""
         if self.spec.kind == "milvus" or not self.index_dir.is_dir():
             return []
         with self.db.read() as s:
-            live = {g.id for g in list_galleries(s)}
+            live = {g.id: _slug(g.model) for g in list_galleries(s)}
         gone = []
         for p in sorted(self.index_dir.iterdir()):
             m = _INDEX_FILE.fullmatch(p.name)
-            if m is not None and int(m.group(1)) not in live:
+            if m is None:
+                continue
+            gid = int(m.group(1))
+            own = f"gallery-{gid}-{live[gid]}.faiss" if gid in live else None
+            if own is None or not p.name.startswith(own) or p.name[len(own) :] not in _SUFFIXES:
                 p.unlink(missing_ok=True)
                 gone.append(p)
         if gone:
@@ -314,6 +340,8 @@ class GalleryService:
         self._fresh(gallery, dimension)
         slot = self._slot(gallery.id)
         with slot.lock.read():
+            if slot.index is not None and slot.model != gallery.model:
+                raise self._changed(gallery, slot.model)
             yield slot.index
 
     def _slot(self, gallery_id: int) -> _Slot:
@@ -324,12 +352,21 @@ class GalleryService:
         """Catch this process's index of the gallery up with the database's change log."""
         slot = self._slot(gallery.id)
         state = self._state(gallery)
+        if state.model != gallery.model:
+            raise self._changed(gallery, state.model)
         with slot.lock.read():
-            if slot.index is not None and slot.index.seq == state.seq:
+            if slot.index is not None and slot.index.seq == state.seq and slot.model == state.model:
                 return slot.index
         with slot.lock.write():
             self._catch_up(slot, gallery, state, dimension)
             return slot.index
+
+    @staticmethod
+    def _changed(gallery: GalleryRow, now: str | None) -> ModelChangedError:
+        return ModelChangedError(
+            f"gallery {gallery.name!r} now holds templates of {now}, not of {gallery.model} "
+            "(it was migrated): retry with a probe of its current model"
+        )
 
     def _state(self, gallery: GalleryRow) -> ChangeState:
         with self.db.read() as s:
@@ -344,11 +381,16 @@ class GalleryService:
         """Under the slot's write lock: open the index if need be, replay the log from its seq
         (or reconcile with the templates where the log cannot serve) until it stands at the
         gallery's current seq, and save it if anything changed."""
+        if slot.index is not None and slot.model != gallery.model:
+            # Another model's index (the gallery was migrated): closed, never replayed into.
+            slot.index.close()
+            slot.index = None
         opened = slot.index is None
         if slot.index is None:
             slot.index = self._open_slot(gallery, dimension)
             if slot.index is None:
                 return
+            slot.model = gallery.model
         index = slot.index
         changed = False
         removed = False
@@ -357,7 +399,7 @@ class GalleryService:
                 break
             if index.seq == 0 or index.seq < state.compacted or index.seq > state.seq:
                 opened = False
-                changed |= self._reconcile(gallery.id, index)
+                changed |= self._reconcile(gallery, index)
                 removed = True  # a reconcile may have erased extra vectors
                 index.seq = state.seq
             else:
@@ -372,6 +414,8 @@ class GalleryService:
                 index.seq = state.seq
             # A template read above may have been erased since: replay until the seq holds.
             state = self._state(gallery)
+            if state.model != gallery.model:
+                raise self._changed(gallery, state.model)  # unsaved: nothing of B came in
         if changed or removed:
             index.save()
 
@@ -389,7 +433,7 @@ class GalleryService:
     def _open_slot(self, gallery: GalleryRow, dimension: int | None) -> VectorIndex | None:
         """Open (or create) the gallery's index, or None while there is nothing to index."""
         path = self._index_path(gallery.id, gallery.model)
-        dimension = dimension or self._dimension(gallery.id) or self._saved_dimension(path)
+        dimension = dimension or self._dimension(gallery) or self._saved_dimension(path)
         if dimension is None:
             return None
         private_dir(self.index_dir, tighten=False)
@@ -426,10 +470,12 @@ class GalleryService:
             cipher=self.cipher,
         )
 
-    def _reconcile(self, gallery_id: int, index: VectorIndex) -> bool:
-        """Make the index hold exactly the gallery's templates; True if it changed."""
+    def _reconcile(self, gallery: GalleryRow, index: VectorIndex) -> bool:
+        """Make the index hold exactly the gallery's templates (of its model); True if it
+        changed."""
+        gallery_id, model = gallery.id, gallery.model
         with self.db.read() as s:
-            db_ids = template_ids(s, gallery_id=gallery_id)
+            db_ids = template_ids(s, gallery_id=gallery_id, model=model)
         if index.fingerprint() == Fingerprint.of(db_ids):
             return False
         extra = np.setdiff1d(index.ids(), db_ids)
@@ -438,7 +484,10 @@ class GalleryService:
         missing = set(np.setdiff1d(db_ids, index.ids()).tolist())
         if missing:
             with self.db.read() as s:
-                for batch in iter_template_batches(s, gallery_id=gallery_id, cipher=self.cipher):
+                batches = iter_template_batches(
+                    s, gallery_id=gallery_id, cipher=self.cipher, model=model
+                )
+                for batch in batches:
                     keep = np.fromiter((i in missing for i in batch.ids.tolist()), bool)
                     if keep.any():
                         if len(index) == 0 and hasattr(index, "train"):
@@ -456,10 +505,10 @@ class GalleryService:
                 Fingerprint.of([]) if index is None else index.fingerprint()
             )
 
-    def _dimension(self, gallery_id: int) -> int | None:
+    def _dimension(self, gallery: GalleryRow) -> int | None:
         """The dimension of the gallery's templates, or None while it has none."""
         with self.db.read() as s:
-            return template_dimension(s, gallery_id=gallery_id)
+            return template_dimension(s, gallery_id=gallery.id, model=gallery.model)
 
     def refresh(self, gallery: str | GalleryRow) -> None:
         """After a write: replay it into this process's index (if the gallery has one) and
@@ -626,10 +675,16 @@ class GalleryService:
             return self._subject_vectors(s, g.id, external_id)
 
     def _subject_vectors(
-        self, session: Session, gallery_id: int, external_id: str
+        self, session: Session, gallery_id: int, external_id: str, read: GalleryRow | None = None
     ) -> list[tuple[int, Vector]]:
+        """With `read` (the gallery as read for a comparison), a template of another model
+        (a migration committed since that read) is never returned: ModelChangedError."""
         subject = get_subject(session, gallery_id=gallery_id, external_id=external_id)
         rows = subject_templates(session, subject_id=subject.id)
+        if read is not None:
+            other = {f"{r.model_name}@{r.model_version}" for r in rows} - {read.model}
+            if other:
+                raise self._changed(read, other.pop())
         return [(int(r.id), template_vector(r, self.cipher)) for r in rows]
 
     def list_templates(
@@ -716,6 +771,25 @@ class GalleryService:
             )
             return self._candidates(s, scores, hits.ids, k=k, mode=mode, threshold=threshold)
 
+    def identify_current(
+        self,
+        gallery: str,
+        probes_for: Callable[[str], Sequence[Template]],
+        **options: Any,
+    ) -> list[list[SubjectCandidate]]:
+        """`identify` with probes made for the gallery's current model (`probes_for(model)`,
+        e.g. `EnginesByModel.engine_for`): if a migration switches the gallery in between,
+        the probes are made again once for the new model, never compared across models."""
+        for attempt in (0, 1):
+            model = self._detached_gallery(gallery).model
+            probes = probes_for(model)
+            try:
+                return self.identify(gallery, probes, **options)
+            except ModelMismatchError:
+                if attempt or self._detached_gallery(gallery).model == model:
+                    raise
+        raise AssertionError("unreachable")
+
     def verify_subject(
         self, gallery: str, external_id: str, probe: Template
     ) -> tuple[int, float] | None:
@@ -725,7 +799,7 @@ class GalleryService:
             g = get_gallery(s, name=gallery)
             if str(probe.model) != g.model:
                 raise ModelMismatchError(f"gallery {gallery!r} holds templates of {g.model}")
-            refs = self._subject_vectors(s, g.id, external_id)
+            refs = self._subject_vectors(s, g.id, external_id, g)
             s.expunge(g)
         if not refs:
             return None
@@ -854,7 +928,9 @@ class GalleryService:
         g = self._detached_gallery(gallery)
         best: dict[tuple[int, int], tuple[float, int, int]] = {}
         with self._searchable(g) as index, self.db.read() as session:
-            batches = iter_template_batches(session, gallery_id=g.id, cipher=self.cipher)
+            batches = iter_template_batches(
+                session, gallery_id=g.id, cipher=self.cipher, model=g.model
+            )
             for ids, vectors in ((b.ids, b.vectors) for b in batches):
                 if index is None or not len(index):
                     break

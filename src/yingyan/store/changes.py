@@ -30,6 +30,7 @@ class ChangeState:
 
     seq: int
     compacted: int
+    model: str = ""  # the gallery's model at that seq (a migration changes it)
 
 
 @dataclass(slots=True)
@@ -61,11 +62,13 @@ def log_change(session: Session, *, gallery_id: int, op: Op, template_ids: Itera
 
 
 def change_state(session: Session, *, gallery_id: int) -> ChangeState | None:
-    """The gallery's current seq (one indexed read), or None if the gallery is gone."""
+    """The gallery's current seq and model (one indexed read), or None if it is gone."""
     row = session.execute(
-        select(GalleryRow.change_seq, GalleryRow.compacted_seq).where(GalleryRow.id == gallery_id)
+        select(GalleryRow.change_seq, GalleryRow.compacted_seq, GalleryRow.model).where(
+            GalleryRow.id == gallery_id
+        )
     ).one_or_none()
-    return None if row is None else ChangeState(int(row[0]), int(row[1]))
+    return None if row is None else ChangeState(int(row[0]), int(row[1]), str(row[2]))
 
 
 def changes_since(session: Session, *, gallery_id: int, after: int, upto: int) -> NetChanges:

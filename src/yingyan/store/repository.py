@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import and_, case, exists, func, or_, select
+from sqlalchemy import and_, case, delete, exists, func, or_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -42,6 +42,7 @@ from yingyan.store.tables import (
     ConsentRow,
     GalleryKind,
     GalleryRow,
+    StagedTemplateRow,
     SubjectRow,
     TemplateRow,
     utcnow,
@@ -264,6 +265,22 @@ def get_gallery_by_id(session: Session, *, gallery_id: int) -> GalleryRow:
     return row
 
 
+def lock_gallery(session: Session, *, gallery_id: int) -> GalleryRow:
+    """The gallery's row as committed now, locked until the transaction ends (the lock the
+    change log's seq UPDATE takes: FOR NO KEY UPDATE, which subject inserts do not block), so
+    a template checked against its model cannot commit beside a migration's switch."""
+    query = (
+        select(GalleryRow)
+        .where(GalleryRow.id == _db_int(gallery_id, "gallery id"))
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    )
+    row = session.scalar(query)
+    if row is None:
+        raise NotFoundError(f"no gallery with id {gallery_id}")
+    return row
+
+
 def list_galleries(session: Session) -> list[GalleryRow]:
     return list(session.scalars(select(GalleryRow).order_by(GalleryRow.name)))
 
@@ -452,6 +469,10 @@ def add_template(
 
     row, created = _get_or_insert(session, find, make)
     if created:
+        # Checked again under the lock the log takes anyway (last, as before): a migration's
+        # switch that committed since the first read refuses this template.
+        if lock_gallery(session, gallery_id=gallery.id).model != str(template.model):
+            raise ModelMismatchError(f"gallery {gallery.name!r} was migrated to another model")
         log_change(session, gallery_id=gallery.id, op="add", template_ids=[row.id])
     return row, created
 
@@ -461,12 +482,14 @@ def count_templates(session: Session, *, gallery_id: int) -> int:
     return session.scalar(query) or 0
 
 
-def template_dimension(session: Session, *, gallery_id: int) -> int | None:
+def template_dimension(
+    session: Session, *, gallery_id: int, model: str | None = None
+) -> int | None:
     """The dimension of the gallery's templates (of its first one: they all share it), read
     from its column without decrypting anything; None while the gallery has none."""
     query = (
         select(TemplateRow.dimension)
-        .where(TemplateRow.gallery_id == gallery_id)
+        .where(TemplateRow.gallery_id == gallery_id, _of_model(model))
         .order_by(TemplateRow.id)
         .limit(1)
     )
@@ -484,6 +507,7 @@ def iter_template_batches(
     gallery_id: int,
     batch_size: int = 10_000,
     cipher: TemplateCipher | None = None,
+    model: str | None = None,
 ) -> Iterator[TemplateBatch]:
     """Every template of a gallery exactly once, in ascending id order, `batch_size` at a time,
     for (re)building the vector index without loading the whole gallery. Each batch is one
@@ -500,7 +524,7 @@ def iter_template_batches(
                 TemplateRow.embedding,
                 TemplateRow.dimension,
             )
-            .where(TemplateRow.gallery_id == gallery_id, TemplateRow.id > last)
+            .where(TemplateRow.gallery_id == gallery_id, TemplateRow.id > last, _of_model(model))
             .order_by(TemplateRow.id)
             .limit(batch_size)
         )
@@ -675,12 +699,13 @@ def _needs_sealing(key_id: str | None, cipher: TemplateCipher, only_plaintext: b
 
 
 def template_ids(
-    session: Session, *, gallery_id: int, batch_size: int = 100_000
+    session: Session, *, gallery_id: int, batch_size: int = 100_000, model: str | None = None
 ) -> npt.NDArray[np.int64]:
     """Every template id of a gallery, ascending, streamed in keyset batches: what the vector
-    index must hold (compare with `yingyan.gallery.index.Fingerprint.of`)."""
+    index must hold (compare with `yingyan.gallery.index.Fingerprint.of`). With `model`, only
+    that model's (an index of one model never takes another's, even across a migration)."""
     get_gallery_by_id(session, gallery_id=gallery_id)
-    chunks = list(_id_chunks(session, gallery_id, batch_size))
+    chunks = list(_id_chunks(session, gallery_id, batch_size, model))
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
 
 
@@ -706,14 +731,22 @@ def subjects_by_id(session: Session, *, subject_ids: Iterable[int]) -> dict[int,
     return found
 
 
+def _of_model(model: str | None) -> Any:
+    """A WHERE clause for templates of `model` ("name@version"; None: any model)."""
+    if model is None:
+        return true()
+    name, _, version = model.rpartition("@")
+    return and_(TemplateRow.model_name == name, TemplateRow.model_version == version)
+
+
 def _id_chunks(
-    session: Session, gallery_id: int, batch_size: int
+    session: Session, gallery_id: int, batch_size: int, model: str | None = None
 ) -> Iterator[npt.NDArray[np.int64]]:
     last = 0
     while True:
         query = (
             select(TemplateRow.id)
-            .where(TemplateRow.gallery_id == gallery_id, TemplateRow.id > last)
+            .where(TemplateRow.gallery_id == gallery_id, TemplateRow.id > last, _of_model(model))
             .order_by(TemplateRow.id)
             .limit(batch_size)
         )
@@ -1005,3 +1038,171 @@ def _db_int(value: int, what: str, *, low: int = 0) -> int:
 def _db_ints(values: Iterable[int], what: str) -> list[int]:
     """Distinct ids, ascending, each checked by `_db_int`."""
     return sorted({_db_int(v, what) for v in values})
+
+
+# -- migration between models ------------------------------------------------------------------
+
+
+class MigrationSource(NamedTuple):
+    """A template of the gallery's current model, with what re-embedding it needs."""
+
+    template_id: int
+    subject_id: int
+    source_sha256: str
+    box: list[float] | None
+    has_image: bool
+
+
+def migration_sources(
+    session: Session, *, gallery_id: int, target_model: str
+) -> list[MigrationSource]:
+    """The gallery's templates not yet staged for `target_model`, in id order."""
+    staged = select(StagedTemplateRow.id).where(
+        StagedTemplateRow.source_template_id == TemplateRow.id,
+        StagedTemplateRow.target_model == target_model,
+    )
+    query = (
+        select(
+            TemplateRow.id,
+            TemplateRow.subject_id,
+            TemplateRow.source_sha256,
+            TemplateRow.box,
+            TemplateRow.image.is_not(None),
+        )
+        .where(TemplateRow.gallery_id == gallery_id, ~exists(staged))
+        .order_by(TemplateRow.id)
+    )
+    return [
+        MigrationSource(int(a), int(b), c, d, bool(e)) for a, b, c, d, e in session.execute(query)
+    ]
+
+
+def stage_template(
+    session: Session,
+    *,
+    source: TemplateRow,
+    template: Template,
+    quality: float,
+    box: Box | Sequence[float] | None = None,
+    cipher: TemplateCipher | None = None,
+) -> bool:
+    """Stage the target model's template of one source template, sealed for the same owner;
+    False if it was staged already (a rerun)."""
+    owner = TemplateOwner(source.gallery_id, source.subject_id)
+    row = StagedTemplateRow(
+        gallery_id=source.gallery_id,
+        subject_id=source.subject_id,
+        source_template_id=source.id,
+        target_model=str(template.model),
+        embedding=pack_vector(template.vector, cipher, owner=owner),
+        dimension=int(np.asarray(template.vector).size),
+        recipe=template.recipe,
+        quality=float(quality) if math.isfinite(quality) else 0.0,
+        box=_box(box),
+    )
+    return _insert(session, row)
+
+
+def stage_no_face(session: Session, *, source: TemplateRow, target_model: str) -> bool:
+    """Record that the target model found no face in this source's image (not retried)."""
+    row = StagedTemplateRow(
+        gallery_id=source.gallery_id,
+        subject_id=source.subject_id,
+        source_template_id=source.id,
+        target_model=target_model,
+        embedding=None,
+        dimension=0,
+        recipe="none",
+        quality=0.0,
+        box=None,
+    )
+    return _insert(session, row)
+
+
+def staged_templates(
+    session: Session, *, gallery_id: int, target_model: str
+) -> list[StagedTemplateRow]:
+    query = (
+        select(StagedTemplateRow)
+        .where(
+            StagedTemplateRow.gallery_id == gallery_id,
+            StagedTemplateRow.target_model == target_model,
+        )
+        .order_by(StagedTemplateRow.source_template_id)
+    )
+    return list(session.scalars(query))
+
+
+def discard_staged(session: Session, *, gallery_id: int) -> int:
+    """Delete every staged template of the gallery (a migration abandoned or completed)."""
+    result = session.execute(
+        delete(StagedTemplateRow).where(StagedTemplateRow.gallery_id == gallery_id)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def count_staged(session: Session, *, gallery_id: int | None = None) -> int:
+    query = select(func.count()).select_from(StagedTemplateRow)
+    if gallery_id is not None:
+        query = query.where(StagedTemplateRow.gallery_id == gallery_id)
+    return int(session.scalar(query) or 0)
+
+
+class SwitchResult(NamedTuple):
+    removed: list[int]  # template ids of the old model
+    added: list[int]  # template ids of the new one
+    dropped_subjects: list[int]  # subjects left with no template (to re-enrol)
+
+
+def switch_gallery_model(session: Session, *, gallery_id: int, target: ModelId) -> SwitchResult:
+    """In the caller's transaction: the gallery's templates become the staged ones of `target`
+    (each keeping its source's kept image, sealed for the same owner), every old template is
+    deleted, the log gets the removes and the adds, and `galleries.model` names `target`.
+    Templates with no staged vector are dropped: the caller decides whether that is allowed."""
+    gallery = lock_gallery(session, gallery_id=gallery_id)
+    model = str(target)
+    staged = {
+        s.source_template_id: s
+        for s in staged_templates(session, gallery_id=gallery_id, target_model=model)
+    }
+    old = list(
+        session.scalars(
+            select(TemplateRow).where(TemplateRow.gallery_id == gallery_id).order_by(TemplateRow.id)
+        )
+    )
+    new_rows: list[TemplateRow] = []
+    for row in old:
+        s = staged.get(row.id)
+        if s is not None and s.embedding is not None:
+            new_rows.append(
+                TemplateRow(
+                    subject_id=row.subject_id,
+                    gallery_id=gallery_id,
+                    embedding=s.embedding,
+                    dimension=s.dimension,
+                    model_name=target.name,
+                    model_version=target.version,
+                    recipe=s.recipe,
+                    quality=s.quality,
+                    source_sha256=row.source_sha256,
+                    image=row.image,
+                    box=s.box,
+                )
+            )
+    removed = [int(r.id) for r in old]
+    kept_subjects = {r.subject_id for r in new_rows}
+    dropped = sorted({int(r.subject_id) for r in old} - kept_subjects)
+    session.execute(delete(StagedTemplateRow).where(StagedTemplateRow.gallery_id == gallery_id))
+    for r in old:
+        session.delete(r)
+    session.flush()
+    log_change(session, gallery_id=gallery_id, op="remove", template_ids=removed)
+    session.add_all(new_rows)
+    session.flush()
+    added = [int(r.id) for r in new_rows]
+    log_change(session, gallery_id=gallery_id, op="add", template_ids=added)
+    gallery.model = model
+    gallery.calibration = None  # a profile is fitted on one model's scores
+    gallery.threshold = None  # ditto: the new model's default applies until one is set
+    session.flush()
+    return SwitchResult(removed, added, dropped)

@@ -459,9 +459,7 @@ class StagedTemplateRow(Base):
     gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id", ondelete="CASCADE"))
     subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"))
     # The model-A template it replaces: erased with it (a subject erased mid-migration).
-    source_template_id: Mapped[int] = mapped_column(
-        ForeignKey("templates.id", ondelete="CASCADE")
-    )
+    source_template_id: Mapped[int] = mapped_column(ForeignKey("templates.id", ondelete="CASCADE"))
     target_model: Mapped[str] = mapped_column(String(200))
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # sealed as in `templates`
     dimension: Mapped[int] = mapped_column(Integer)
