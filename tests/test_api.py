@@ -20,6 +20,7 @@ from sqlalchemy import select, text
 from yingyan.access.keys import create_key
 from yingyan.access.roles import PERMISSIONS
 from yingyan.api.app import INITIAL_KEY_FILE, create_app
+from yingyan.comparison.thresholds import get_threshold
 from yingyan.privacy.cipher import MAGIC
 from yingyan.settings import Settings
 from yingyan.store import Database, TemplateRow, open_database
@@ -83,6 +84,7 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("GET", "/api/v1/alerts/{alert_id}/crop"): "alerts:review",
     ("POST", "/api/v1/alerts/{alert_id}/reviews"): "alerts:review",
 }
+LFW_TUNED = get_threshold("dlib_resnet_v1", "lfw-devtrain").score  # about 1% FMR on LFW
 ROLES = ("admin", "enroller", "operator", "reviewer", "auditor")
 
 
@@ -361,7 +363,16 @@ def test_enrol_verify_identify_detect(api: Api, stills: Path) -> None:
         headers=api.h("operator"),
     )
     assert r.status_code == 200, r.text
-    assert r.json()["match"] is True and r.json()["score"] > r.json()["threshold"]
+    # the default is the strict threshold (FMR 1e-4 for the worst group's look-alikes)
+    assert r.json()["threshold_source"].startswith("strict: ")
+    assert r.json()["match"] is (r.json()["score"] >= r.json()["threshold"])
+    r = api.client.post(
+        "/api/v1/galleries/flow/subjects/obama/verify",
+        params={"threshold": LFW_TUNED},
+        files=files(probe=probe),
+        headers=api.h("operator"),
+    )
+    assert r.json()["match"] is True and r.json()["score"] > r.json()["threshold"] == LFW_TUNED
     r = api.client.post(
         "/api/v1/galleries/flow/subjects/biden/verify",
         files=files(probe=probe),
@@ -371,6 +382,7 @@ def test_enrol_verify_identify_detect(api: Api, stills: Path) -> None:
 
     r = api.client.post(
         "/api/v1/verify",
+        params={"threshold": LFW_TUNED},
         json={
             "probe": base64.b64encode(probe).decode(),
             "reference": base64.b64encode(jpeg(stills / "obama.jpg")).decode(),
@@ -393,6 +405,14 @@ def test_enrol_verify_identify_detect(api: Api, stills: Path) -> None:
 
     r = api.client.post(
         "/api/v1/galleries/flow/identify?mode=threshold",
+        files=files(probe=probe),
+        headers=api.h("operator"),
+    )
+    assert r.json()["threshold"] == get_threshold("dlib_resnet_v1").score  # the strict default
+    assert all(c["score"] >= r.json()["threshold"] for c in r.json()["faces"][0]["candidates"])
+    r = api.client.post(
+        "/api/v1/galleries/flow/identify",
+        params={"mode": "threshold", "threshold": LFW_TUNED},
         files=files(probe=probe),
         headers=api.h("operator"),
     )

@@ -26,9 +26,16 @@ def test_verify_json_gives_score_decision_and_threshold(stills: Path) -> None:
     )
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
-    assert d["match"] is True and d["score"] >= d["threshold"]["score"]
-    assert d["threshold"]["name"] == "lfw-devtrain" and d["model"].startswith("dlib_resnet_v1@")
+    # the default is the strict threshold (FMR 1e-4 for the worst group's look-alikes)
+    assert d["threshold"]["name"] == "strict" and d["threshold"]["fmr"] == 1e-4
+    assert d["match"] is (d["score"] >= d["threshold"]["score"])
+    assert d["model"].startswith("dlib_resnet_v1@")
 
+    legacy = ["--threshold", "lfw-devtrain", "--json"]
+    r = runner.invoke(
+        app, ["verify", str(stills / "obama.jpg"), str(stills / "obama2.jpg"), *legacy]
+    )
+    assert r.exit_code == 0 and json.loads(r.stdout)["match"] is True
     r = runner.invoke(app, ["verify", str(stills / "obama.jpg"), str(stills / "biden.jpg")])
     assert r.exit_code == 0 and "NO MATCH" in r.stdout
 

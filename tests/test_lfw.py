@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from yingyan import EngineConfig
-from yingyan.comparison import default_threshold
+from yingyan.comparison import get_threshold
 from yingyan.errors import DatasetError
 from yingyan.evaluation.lfw import ImageResult, Pair, _pair_scores, read_pairs, run_lfw
 
@@ -45,7 +45,7 @@ def test_dev_split_accuracy_at_the_frozen_threshold(
     assert report.n_pairs == 1000 and report.failed_images == []
     flip = report.variants[0]
     assert flip.name == "flip"
-    accuracy = flip.accuracy_at(default_threshold("dlib_resnet_v1").score)
+    accuracy = flip.accuracy_at(get_threshold("dlib_resnet_v1", "lfw-devtrain").score)
     print(f"LFW DevTest accuracy (flip, frozen threshold): {accuracy:.4f}")
     assert accuracy >= 0.985
 

@@ -5,7 +5,8 @@ against Yingyan unchanged.
 Mapping: a CompreFace "face collection" is one gallery, the one the `x-api-key` is scoped to
 (create such a key with `yingyan keys create --gallery NAME`); `image_id` is the template id;
 `similarity` is CompreFace's scale: two different people score low, 0.5 is the operating
-threshold (the gallery's, else the model's default) and each higher value is a documented false
+threshold (the gallery's, else the model's default: its strict one, FMR 1e-4 for the worst
+group's look-alikes, see `comparison/thresholds.py`) and each higher value is a documented false
 match rate (`yingyan.comparison.similarity`), the same in verify, recognize and faces/{id}/verify;
 `probability` maps the detector's score to [0, 1]. Plugins: `landmarks` (5 points) and
 `calculator` (the probe's embedding) are served; age, gender and mask classifiers do not exist
@@ -98,9 +99,10 @@ def box(face: Face) -> dict[str, float | int]:
 
 
 def model_scale(model: str) -> SimilarityScale:
-    """The scale of plain cosine scores of `model`: 0.5 at the model's default threshold."""
+    """The scale of plain cosine scores of `model` (a model id): 0.5 at its default threshold,
+    so a similarity of 0.5 or more is the native verify's match."""
     try:
-        threshold: float | None = get_threshold(model.split("@")[0]).score
+        threshold: float | None = get_threshold(model).score
     except ConfigError:
         threshold = None
     return scale_for(model, threshold)

@@ -139,3 +139,12 @@ def _pair(s: MemberScores) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.floa
 def save_fusion(spec: FusionSpec, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(fusion_json(spec))
+
+
+def with_threshold(spec: FusionSpec, row: dict[str, Any]) -> FusionSpec:
+    """The fusion with one named threshold added or replaced: a new thresholds version, the
+    same model id (templates do not change, so nothing needs re-enrolling)."""
+    kept = tuple(t for t in spec.thresholds if t.get("name") != row["name"])
+    updated = replace(spec, thresholds=(*kept, row), thresholds_version=spec.thresholds_version + 1)
+    updated.threshold_set()  # validate before anything is written
+    return updated

@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import numpy as np
 import typer
@@ -26,6 +26,9 @@ from yingyan.cli.options import (
     handles_errors,
     load_calibration,
 )
+
+if TYPE_CHECKING:
+    from yingyan.config import EngineConfig
 
 calibrate_app = typer.Typer(help="Score calibration: fairness profiles, thresholds.")
 out = Console()
@@ -105,16 +108,27 @@ def threshold(
     half: HalfOpt = None,
     calibration: CalibrationOpt = None,
     out_file: Annotated[Path | None, typer.Option("--out", help="write the record (JSON)")] = None,
+    into: Annotated[
+        Path | None,
+        typer.Option(help="fusion file: measure with it and store the threshold in it"),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="--into: threshold name (default strict / standard)")
+    ] = None,
     detector: DetectorOpt = DEFAULT_DETECTOR,
     yunet_model: YunetOpt = None,
     workers: WorkersOpt = None,
 ) -> None:
     """The lowest threshold at which every group's same-group FMR meets the target (the
-    worst group, not the average), recorded with the data it was measured on."""
+    worst group, not the average), recorded with the data it was measured on. With --into, the
+    fusion is measured and the threshold stored in its file as a new thresholds version (its
+    model id, hence its templates, unchanged)."""
     from yingyan.evaluation.fairness import acquire_dataset, worst_group_threshold
 
     profile = load_calibration(calibration)  # before the long acquisition: fail early
     config = engine_config(detector, None, yunet_model)
+    if into is not None:
+        config = _into_config(config, into, profile is not None)
     images, acquired = acquire_dataset(dataset, root, half, config, workers=workers)
     result = worst_group_threshold(
         images, acquired, target_fmr, score=profile.scores if profile else None
@@ -146,6 +160,61 @@ def threshold(
     if out_file is not None:
         out_file.parent.mkdir(parents=True, exist_ok=True)
         out_file.write_text(json.dumps(record, indent=2))
+    if into is not None:
+        _store_in_fusion(into, record, name, dataset, root, half, detector)
+
+
+def _into_config(config: EngineConfig, into: Path, calibrated: bool) -> EngineConfig:
+    """The engine measuring a fusion's threshold: that fusion, on plain fused cosine scores."""
+    from yingyan.errors import ConfigError
+
+    if calibrated:
+        raise ConfigError("--into stores a threshold on plain scores: leave out --calibration")
+    if config.fusion is not None and Path(config.fusion).resolve() != into.resolve():
+        raise ConfigError(f"YINGYAN_FUSION names {config.fusion}, --into {into}: give one fusion")
+    if not into.is_file():
+        raise ConfigError(f"--into {into}: no such fusion file")
+    return config.with_(fusion=into)
+
+
+def _store_in_fusion(
+    into: Path,
+    record: dict[str, object],
+    name: str | None,
+    dataset: str,
+    root: Path,
+    half: int | None,
+    detector: str,
+) -> None:
+    """Write the measured threshold into the fusion file as its next thresholds version."""
+    import math
+
+    from yingyan.calibration.fusion_fit import save_fusion, with_threshold
+    from yingyan.embedding.fusion import load_fusion
+
+    target = float(str(record["target_fmr"]))
+    label = name or {1e-4: "strict", 1e-3: "standard"}.get(target, f"fmr-{target:g}")
+    pairs = cast(dict[str, int], record["pairs_per_group"])
+    row = {
+        "name": label,
+        # rounded up, so the stored threshold still meets the target on the measured pairs
+        "score": math.ceil(float(str(record["threshold"])) * 1e4) / 1e4,
+        "fmr": target,
+        "worst_group": record["worst_group"],
+        "dataset": f"{dataset} {root} half={half} ({min(pairs.values())} to "
+        f"{max(pairs.values())} same-group impostor pairs per group)",
+        "measured": str(record["measured"])[:10],
+        "source": f"worst group's same-group FMR <= {target:g}, detector {detector}: "
+        f"`yingyan calibrate threshold --dataset {dataset} --root {root} --target-fmr "
+        f"{target:g} --into {into}`",
+    }
+    spec = with_threshold(load_fusion(into), row)
+    save_fusion(spec, into)
+    out.print(
+        f"{spec.model_id}: threshold {label} = {row['score']} stored, thresholds version "
+        f"{spec.thresholds_version} → {into}",
+        markup=False,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -58,7 +58,9 @@ WorkersOpt = Annotated[
     int | None, typer.Option(min=1, max=MAX_WORKERS, help="worker processes (default all)")
 ]
 # labelled evaluation data (fairness, calibration)
-DatasetOpt = Annotated[str, typer.Option(help="utkface, lfw-gender, lfw-unpaired or csv")]
+DatasetOpt = Annotated[
+    str, typer.Option(help="utkface, lfw-gender, lfw-unpaired, lfw-unpaired-gender or csv")
+]
 DatasetRootOpt = Annotated[Path, typer.Option(help="the dataset folder, or the labels CSV")]
 HalfOpt = Annotated[int | None, typer.Option(min=0, max=1, help="only one fixed half (0 or 1)")]
 CalibrationOpt = Annotated[

@@ -9,7 +9,12 @@ inner product of two of them is Σ a_i s_i, a cosine-like score in [-1, 1].
 
 A fusion is versioned data (members by model id, weights, standardisation, what it was fitted
 on), written by `yingyan calibrate fusion` and never fitted on evaluation data. Its model id is
-a digest of all of that, so templates of two fusions never mix."""
+a digest of the members, so templates of two fusions never mix.
+
+Its shipped thresholds travel in the same file, versioned apart from the model id: measuring
+them again (`yingyan calibrate threshold --into FUSION`) changes no template, so it must not
+force re-enrolment; the thresholds carry their own version and digest, checked at load, so a
+hand-edited threshold is refused like an edited member."""
 
 from __future__ import annotations
 
@@ -23,8 +28,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from yingyan.comparison.thresholds import ThresholdSet, parse_thresholds, register_thresholds
 from yingyan.embedding.template import normalise
-from yingyan.errors import ModelError
+from yingyan.errors import ModelError, YingyanError
 from yingyan.types import ModelId
 
 FORMAT = "yingyan-fusion/1"
@@ -51,6 +57,8 @@ class FusionSpec:
     fitted_on: str
     reference: dict[str, Any] = field(default_factory=dict)  # what the fit measured
     created_at: str = ""
+    thresholds: tuple[dict[str, Any], ...] = ()  # shipped operating points (rows)
+    thresholds_version: int = 0  # bumped each time they are measured again
 
     def __post_init__(self) -> None:
         if len(self.members) < 2:
@@ -69,6 +77,17 @@ class FusionSpec:
     def model_id(self) -> ModelId:
         body = json.dumps([asdict(m) for m in self.members], sort_keys=True).encode()
         return ModelId(f"fusion:{self.name}", hashlib.sha256(body).hexdigest()[:12])
+
+    @property
+    def thresholds_digest(self) -> str:
+        body = json.dumps([self.thresholds_version, list(self.thresholds)], sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()[:12]
+
+    def threshold_set(self) -> ThresholdSet | None:
+        """The thresholds as `get_threshold` serves them (None: none measured yet)."""
+        return parse_thresholds(
+            self.model_id.name, self.model_id.version, self.thresholds, f"fusion {self.name}"
+        )
 
     def fuse(self, member_vectors: list[npt.NDArray[np.floating]]) -> npt.NDArray[np.float32]:
         """One fused unit vector per row from each member's vectors (same rows in each)."""
@@ -100,17 +119,25 @@ def fusion_json(spec: FusionSpec) -> str:
         "members": [asdict(m) for m in spec.members],
         "reference": spec.reference,
     }
+    if spec.thresholds:
+        body["thresholds"] = {
+            "version": spec.thresholds_version,
+            "digest": spec.thresholds_digest,
+            "entries": list(spec.thresholds),
+        }
     return json.dumps(body, indent=2)
 
 
 def load_fusion(path: Path) -> FusionSpec:
-    """A fusion file, validated; a clear ModelError for anything malformed."""
+    """A fusion file, validated; a clear ModelError for anything malformed. Its thresholds
+    become known to `get_threshold` under its model id."""
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"fusion file {path}: cannot be read as JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ModelError(f"fusion file {path}: not a {FORMAT} file")
+    thresholds = doc.get("thresholds", {"version": 0, "entries": []})
     try:
         members = tuple(FusionMember(**m) for m in doc["members"])
         spec = FusionSpec(
@@ -119,11 +146,24 @@ def load_fusion(path: Path) -> FusionSpec:
             fitted_on=str(doc["fitted_on"]),
             reference=dict(doc.get("reference", {})),
             created_at=str(doc.get("created_at", "")),
+            thresholds=tuple(dict(t) for t in thresholds["entries"]),
+            thresholds_version=int(thresholds["version"]),
         )
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"fusion file {path}: malformed ({exc})") from None
     if doc.get("model_id") not in (None, str(spec.model_id)):
         raise ModelError(f"fusion file {path}: edited after fitting (its model id differs)")
+    if spec.thresholds and thresholds.get("digest") != spec.thresholds_digest:
+        raise ModelError(
+            f"fusion file {path}: thresholds edited by hand (their digest differs); "
+            "measure them with `yingyan calibrate threshold --into`"
+        )
+    try:
+        measured = spec.threshold_set()
+    except YingyanError as exc:
+        raise ModelError(f"fusion file {path}: {exc.message}") from None
+    if measured is not None:
+        register_thresholds(measured)
     return spec
 
 

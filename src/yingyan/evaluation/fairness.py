@@ -91,6 +91,14 @@ def read_lfw_unpaired(root: Path) -> list[LabelledImage]:
     ]
 
 
+def read_lfw_unpaired_gender(root: Path) -> list[LabelledImage]:
+    """The gender-labelled LFW images of the people in no pair of `pairs.txt`: identity-labelled
+    reference data (true impostor pairs only) that shares no person with view 2, for thresholds
+    named by the worst group's same-group FMR."""
+    unpaired = {im.path for im in read_lfw_unpaired(root)}
+    return [im for im in read_lfw_gender(root) if im.path in unpaired]
+
+
 def read_labels_csv(path: Path) -> list[LabelledImage]:
     """A CSV with columns `path`, optional `identity`, and one or more label columns; the group
     is the label values joined by spaces, in column order. Relative paths are from the CSV."""
@@ -395,13 +403,15 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def read_dataset(kind: str, root: Path, half: int | None = None) -> list[LabelledImage]:
-    """`utkface` (a folder), `lfw-gender` or `lfw-unpaired` (the LFW folder) or `csv` (a labels
+    """`utkface` (a folder), `lfw-gender`, `lfw-unpaired` or `lfw-unpaired-gender` (the LFW
+    folder) or `csv` (a labels
     file); `half` (0 or 1) keeps one of two fixed, disjoint halves, so that a calibration fitted
     on one half is evaluated on the other."""
     readers = {
         "utkface": read_utkface,
         "lfw-gender": read_lfw_gender,
         "lfw-unpaired": read_lfw_unpaired,
+        "lfw-unpaired-gender": read_lfw_unpaired_gender,
         "csv": read_labels_csv,
     }
     if kind not in readers:

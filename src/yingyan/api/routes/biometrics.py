@@ -74,7 +74,7 @@ def _threshold(model: str, gallery: tuple[float, str] | None, given: float | Non
         return custom_threshold(model, given)
     if gallery is not None:
         return Threshold("gallery", gallery[0], model, gallery[1])
-    return default_threshold(model.split("@")[0])
+    return default_threshold(model)
 
 
 def _verdict(score: float, t: Threshold, model: str, probe: Face, **reference: Any) -> VerifyOut:
