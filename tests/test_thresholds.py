@@ -59,7 +59,8 @@ def test_the_default_is_the_strict_threshold_for_each_model_id(model: str) -> No
 def test_dlib_keeps_its_legacy_threshold_by_name() -> None:
     legacy = get_threshold("dlib_resnet_v1", "lfw-devtrain")
     assert legacy.score == 0.912 and legacy.fmr is None
-    with pytest.raises(ConfigError, match="known: lfw-devtrain, standard, strict, utkface-standard, utkface-strict"):
+    known = "known: lfw-devtrain, standard, strict, utkface-standard, utkface-strict"
+    with pytest.raises(ConfigError, match=known):
         get_threshold("dlib_resnet_v1", "nonsense")
 
 

@@ -31,10 +31,11 @@ from yingyan.cli.options import (
     stderr,
 )
 from yingyan.comparison import compare, decide, get_threshold
-from yingyan.comparison.thresholds import custom_threshold
+from yingyan.comparison.thresholds import Threshold, custom_threshold
+from yingyan.config import EngineConfig
 from yingyan.detection.base import largest
 from yingyan.engine import Engine
-from yingyan.errors import ImageError, NoFaceError
+from yingyan.errors import ImageError, NoFaceError, YingyanError
 from yingyan.types import Face
 
 app = typer.Typer(
@@ -118,7 +119,8 @@ def verify(
     image1: ImageArg,
     image2: ImageArg,
     threshold: Annotated[
-        str | None, typer.Option("--threshold", "-t", help="named threshold of the model")
+        str | None,
+        typer.Option("--threshold", "-t", help="named threshold of the model (default: strict)"),
     ] = None,
     threshold_score: Annotated[
         float | None, typer.Option("--threshold-score", help="explicit score threshold")
@@ -140,7 +142,7 @@ def verify(
     thr = (
         custom_threshold(model, threshold_score)
         if threshold_score is not None
-        else get_threshold(model, threshold)
+        else get_threshold(str(f1.template.model), threshold)
     )
     decision = decide(compare(f1.template, f2.template), thr)
     result = {
@@ -253,10 +255,9 @@ def eval_lfw(
     out.print(table)
     out.print("n/a: fewer impostor pairs than 1/FAR, so that rate cannot be observed.")
     primary = report.variants[0]
-    if config.recognizer_model is None and config.fusion is None:
-        thr = get_threshold("dlib_resnet_v1")
+    for thr in _shipped_thresholds(config):
         out.print(
-            f"{primary.name}: accuracy over all pairs at the frozen threshold {thr.name} "
+            f"{primary.name}: accuracy over all pairs at the shipped threshold {thr.name} "
             f"({thr.score}): {100 * primary.accuracy_at(thr.score):.2f}%"
         )
     out.print(
@@ -271,6 +272,16 @@ def eval_lfw(
         curves = {v.name: (v.genuine, v.impostor) for v in report.variants}
         draw(curves, det_plot, f"LFW {pairs_path.name} ({config.detector})")
         out.print(f"DET plot written to {det_plot}")
+
+
+def _shipped_thresholds(config: EngineConfig) -> list[Threshold]:
+    """The configured model's shipped thresholds (none known: none printed)."""
+    from yingyan.comparison.thresholds import known_thresholds
+
+    try:
+        return known_thresholds(str(Engine(config).model_id))
+    except YingyanError:
+        return []
 
 
 @eval_app.command("fairness")
@@ -389,6 +400,12 @@ def eval_lfw_identification(
         f"thresholds at FMR over gallery x probe impostors: {report.impostor_thresholds}",
         markup=False,
     )
+    for name, rates in report.members.items():
+        out.print(
+            f"  {name}, same extraction, exact search: rank-1 {100 * rates['rank1']:.2f}%, "
+            f"rank-5 {100 * rates['rank5']:.2f}%, rank-10 {100 * rates['rank10']:.2f}%",
+            markup=False,
+        )
     if json_out is not None:
         json_out.write_text(json.dumps(report.as_dict(), indent=2))
 
@@ -410,7 +427,7 @@ def demo() -> None:
         raise ImageError(f"demo images not found under {stills}; set YINGYAN_SHARED")
     engine = Engine()
     faces = {n: _main_face(engine, stills / n)[0] for n in names}
-    thr = get_threshold(engine.model_id.name)
+    thr = get_threshold(str(engine.model_id))
     out.print(f"Yingyan engine: model {engine.model_id}, threshold {thr.name} = {thr.score}")
     for a, b in (("obama.jpg", "obama2.jpg"), ("obama.jpg", "biden.jpg")):
         ta, tb = faces[a].template, faces[b].template

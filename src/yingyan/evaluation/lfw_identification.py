@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,9 @@ class IdentificationReport:
     seconds_enroll: float
     seconds_identify: float
     impostor_thresholds: dict[str, float]  # FMR → score threshold, from gallery x probe pairs
+    # A fusion: each member's rank-1/5/10 from the same extraction (the same detections), and
+    # the fused templates' own, by exact search: a same-run comparison without a second run.
+    members: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return {f: getattr(self, f) for f in self.__slots__}
@@ -92,7 +95,8 @@ def run_identification(
     failed = [n for n, r in zip(names, results, strict=True) if r.views is None]
     if failed:
         raise DatasetError(f"{len(failed)} LFW images could not be read, e.g. {failed[0]}")
-    model = Engine(config).model_id
+    engine = Engine(config)
+    model = engine.model_id
     vectors = np.stack([r.template_vector(flip=config.flip, jitter=config.jitter) for r in results])
     recipe = recipe_name(flip=config.flip, jitter=config.jitter)
     n = len(proto.gallery)
@@ -131,7 +135,15 @@ def run_identification(
         next((c.rank for c in cs if c.external_id == person), 11)
         for cs, person in zip(candidates, truth, strict=True)
     ]
-    impostors = _impostor_scores(vectors[:n], vectors[n:], [p for p, _ in proto.gallery], truth)
+    gallery_people = [p for p, _ in proto.gallery]
+    impostors = _impostor_scores(vectors[:n], vectors[n:], gallery_people, truth)
+    members: dict[str, dict[str, float]] = {}
+    if engine.fusion is not None:
+        rows = slice(None) if config.flip else slice(0, config.jitter + 1)
+        for m, member in enumerate(engine.fusion.members):
+            mv = np.stack([r.from_rows(rows, member=m) for r in results])
+            members[member.model_id] = _exact_rates(mv[:n], mv[n:], gallery_people, truth)
+        members[str(model)] = _exact_rates(vectors[:n], vectors[n:], gallery_people, truth)
     return IdentificationReport(
         enrolled=n,
         probes=len(probes),
@@ -145,7 +157,27 @@ def run_identification(
         impostor_thresholds={
             f"{fmr:g}": metrics.threshold_at_fmr(impostors, fmr) for fmr in (1e-4, 1e-5, 1e-6)
         },
+        members=members,
     )
+
+
+def _exact_rates(
+    gallery: npt.NDArray[np.float32],
+    probes: npt.NDArray[np.float32],
+    gallery_people: list[str],
+    probe_people: list[str],
+) -> dict[str, float]:
+    """Rank-1/5/10 by brute-force cosine over one template per gallery person: a probe's rank
+    is one more than the number of other people scoring above its own person."""
+    where = {p: i for i, p in enumerate(gallery_people)}
+    own = np.array([where[p] for p in probe_people])
+    ranks = []
+    for start in range(0, len(probes), 1000):
+        block = probes[start : start + 1000] @ gallery.T
+        true = block[np.arange(len(block)), own[start : start + 1000]]
+        ranks.append(1 + (block > true[:, None]).sum(axis=1))
+    r = np.concatenate(ranks)
+    return {f"rank{k}": float(np.mean(r <= k)) for k in (1, 5, 10)}
 
 
 def _impostor_scores(
