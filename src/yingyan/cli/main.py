@@ -256,9 +256,15 @@ def eval_lfw(
     out.print("n/a: fewer impostor pairs than 1/FAR, so that rate cannot be observed.")
     primary = report.variants[0]
     for thr in _shipped_thresholds(config):
+        fm, fnm = (
+            int((primary.impostor >= thr.score).sum()),
+            int((primary.genuine < thr.score).sum()),
+        )
         out.print(
-            f"{primary.name}: accuracy over all pairs at the shipped threshold {thr.name} "
-            f"({thr.score}): {100 * primary.accuracy_at(thr.score):.2f}%"
+            f"{primary.name} at the shipped threshold {thr.name} ({thr.score}): accuracy over all "
+            f"pairs {100 * primary.accuracy_at(thr.score):.2f}%, false matches {fm} of "
+            f"{primary.impostor.size}, FNMR {100 * fnm / max(primary.genuine.size, 1):.2f}%",
+            markup=False,
         )
     out.print(
         f"detector {config.detector} (upsample {config.pyramid_upsample}); centre-box fallback "
