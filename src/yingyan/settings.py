@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -34,6 +34,26 @@ def default_data_dir() -> Path:
     return Path(user_data_dir("yingyan"))
 
 
+class RecognizerChoice(BaseModel):
+    """One more recognizer a deployment can make probes for: a fusion file, or an ONNX model
+    (with its manifest); `detector` overrides the service's for it (e.g. "yunet")."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fusion: Path | None = None
+    model: Path | None = None
+    manifest: str | None = None
+    detector: str | None = None
+
+    @model_validator(mode="after")
+    def _one_recognizer(self) -> RecognizerChoice:
+        if (self.fusion is None) == (self.model is None):
+            raise ValueError("a recognizer is either a fusion file or a model file")
+        if self.detector is not None and self.detector not in DETECTORS:
+            raise ValueError(f"unknown detector {self.detector!r}; choose one of {DETECTORS}")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything an operator can set, with the embedded defaults: SQLite + FAISS in a folder."""
 
@@ -53,6 +73,10 @@ class Settings(BaseSettings):
     recognizer_model: Path | None = None
     recognizer_manifest: str | None = None  # a manifest file or a built-in name ("arcface")
     fusion: Path | None = None  # a fitted fusion file (`yingyan calibrate fusion`)
+    # Recognizers besides the one above that probes can be made with: a gallery migrated to one
+    # of them (`yingyan gallery migrate`) is searched with it at once, without a restart. New
+    # galleries use the one above. (TOML: [[also_recognizers]]; env: a JSON list.)
+    also_recognizers: tuple[RecognizerChoice, ...] = ()
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=40_000_000, ge=4096)
     # The largest array a detector builds from an image (upsampled image / CNN canvas).
@@ -122,6 +146,22 @@ class Settings(BaseSettings):
             threads=1 if self.workers > 0 else None,
             limits=limits,
         )
+
+    def engine_configs(self) -> list[EngineConfig]:
+        """The main engine's config, then one per `also_recognizers` entry (same limits and
+        detector unless the entry names one): every model this deployment can probe with."""
+        base = self.engine_config()
+        configs = [base]
+        for choice in self.also_recognizers:
+            configs.append(
+                base.with_(
+                    recognizer_model=choice.model,
+                    recognizer_manifest=choice.manifest,
+                    fusion=choice.fusion,
+                    **({"detector": choice.detector} if choice.detector else {}),
+                )
+            )
+        return configs
 
 
 def load_settings(**overrides: object) -> Settings:

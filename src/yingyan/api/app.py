@@ -36,6 +36,7 @@ from yingyan.api.routes import alerts, audit, biometrics, galleries, subjects, s
 from yingyan.api.security import current_key
 from yingyan.api.state import AppState
 from yingyan.audit.log import AuditRecord, append
+from yingyan.embedding.fusion import load_fusion
 from yingyan.errors import ConfigError
 from yingyan.gallery.factory import open_gallery_service
 from yingyan.privacy.files import private_file, write_private
@@ -105,7 +106,11 @@ def retire_initial_key_file(session: Session, path: Path) -> str | None:
 def open_state(settings: Settings, metrics: Metrics) -> AppState:
     service = open_gallery_service(settings)
     service.remove_orphans()  # files of galleries deleted by a process that then crashed
-    pool = InferencePool(settings.engine_config(), settings.workers, settings.max_faces)
+    configs = settings.engine_configs()
+    for config in configs:
+        if config.fusion is not None:
+            load_fusion(config.fusion)  # its thresholds, known here too (the workers' are apart)
+    pool = InferencePool(configs, settings.workers, settings.max_faces)
     return AppState(settings, service.db, service, pool, metrics)
 
 

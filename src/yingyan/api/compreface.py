@@ -39,7 +39,7 @@ from yingyan.calibration.fair_score import FairScoreProfile
 from yingyan.comparison.similarity import SimilarityScale, scale_for
 from yingyan.comparison.thresholds import get_threshold
 from yingyan.errors import ConfigError
-from yingyan.gallery.service import GalleryService
+from yingyan.gallery.service import GalleryService, SubjectCandidate
 from yingyan.store import (
     NotFoundError,
     get_gallery,
@@ -201,10 +201,14 @@ async def add_face(
 ) -> dict[str, str]:
     """Add an example (face image) of a subject; the subject is created if new."""
     data = (await read_images(request, "file"))["file"]
-    face = (await state.inference.faces(data, policy="largest"))[0]
-    if det_prob_threshold is not None and probability(face) < det_prob_threshold:
-        raise ApiError("no_face", "no face above det_prob_threshold")
-    template_id, _ = await enrol_face(state, key, gallery, subject, data, face, via="compreface")
+
+    def accept(face: Face) -> None:
+        if det_prob_threshold is not None and probability(face) < det_prob_threshold:
+            raise ApiError("no_face", "no face above det_prob_threshold")
+
+    _, template_id, _ = await enrol_face(
+        state, key, gallery, subject, data, policy="largest", via="compreface", accept=accept
+    )
     return {"image_id": str(template_id), "subject": subject}
 
 
@@ -345,14 +349,19 @@ async def verify_with_face(
         state, key, gallery, collection.kind, "verify.subject", purpose, case_reference
     )
     data = (await read_images(request, "file"))["file"]
-
-    def reference(galleries: GalleryService) -> tuple[str, np.ndarray]:
-        return galleries.template_vector(gallery, tid)
-
-    subject, vector = await state.call(reference)
+    await state.call(lambda g: g.template_vector(gallery, tid))  # 404 before any inference
     started = time.perf_counter()
-    faces = _filtered(await state.inference.faces(data), det_prob_threshold, limit)
-    scores = _scores_against(collection.profile, faces, vector)
+
+    def against(
+        galleries: GalleryService, found: list[Face]
+    ) -> tuple[str, list[float], CollectionScale]:
+        kept = _filtered(found, det_prob_threshold, limit)
+        probes = [f.template for f in kept if f.template is not None]
+        subject, scores = galleries.verify_template(gallery, tid, probes)
+        return subject, scores, collection_scale(galleries, gallery)  # the probes' model's
+
+    found, (subject, scores, collection) = await state.with_probes(gallery, data, against)
+    faces = _filtered(found, det_prob_threshold, limit)
     result = []
     for f, score in zip(faces, scores, strict=True):
         entry = _face_json(f, face_plugins, started, status)
@@ -373,20 +382,6 @@ async def verify_with_face(
         },
     )
     return {"result": result}
-
-
-def _scores_against(
-    profile: FairScoreProfile | None, faces: list[Face], vector: np.ndarray
-) -> list[float]:
-    """Each face's score against one stored template, normalised in a calibrated collection
-    (the scale its threshold is on)."""
-    probes = [f.template.vector for f in faces if f.template is not None]
-    if not probes:
-        return []
-    stack = np.stack(probes).astype(np.float32)
-    reference = vector[None, :].astype(np.float32)
-    raw = (stack @ reference.T)[:, 0] if profile is None else profile.scores(stack, reference)[:, 0]
-    return [float(s) for s in raw]
 
 
 # -- recognition: recognize --------------------------------------------------------------------
@@ -415,9 +410,17 @@ async def recognize(
     )
     data = (await read_images(request, "file"))["file"]
     started = time.perf_counter()
-    faces = _filtered(await state.inference.faces(data), det_prob_threshold, limit)
-    templates = [f.template for f in faces if f.template is not None]
-    found = await state.call(lambda g: g.identify(gallery, templates, k=prediction_count))
+
+    def search(
+        galleries: GalleryService, faces: list[Face]
+    ) -> tuple[list[list[SubjectCandidate]], CollectionScale]:
+        kept = _filtered(faces, det_prob_threshold, limit)
+        templates = [f.template for f in kept if f.template is not None]
+        found = galleries.identify(gallery, templates, k=prediction_count)
+        return found, collection_scale(galleries, gallery)  # the probes' model's scale
+
+    detected, (found, collection) = await state.with_probes(gallery, data, search)
+    faces = _filtered(detected, det_prob_threshold, limit)
     result = []
     for f, candidates in zip(faces, found, strict=True):
         entry = _face_json(f, face_plugins, started, status)

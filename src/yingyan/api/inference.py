@@ -5,6 +5,10 @@ stall every request while it scans an image. Workers are spawned (not forked: th
 threads) and load their models in the initializer, so the first request does not pay for it.
 Images cross as bytes and faces come back as picklable dataclasses; nothing is kept.
 
+Each worker holds one engine per model the deployment can probe with (the main recognizer and
+`Settings.also_recognizers`): a job names the model its gallery holds, so a gallery moved to
+another recognizer is served with probes of that model at once, and never compared across two.
+
 A worker that dies (killed, out of memory, a crash in native code) breaks the whole
 ProcessPoolExecutor: every job in it fails and it accepts no more. The pool is then replaced
 by a new one (at most once per broken pool, however many requests saw it break) and the
@@ -17,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -28,46 +32,54 @@ from yingyan.config import EngineConfig
 from yingyan.detection.base import largest
 from yingyan.engine import Engine
 from yingyan.errors import NoFaceError, SeveralFacesError, TooManyFacesError
+from yingyan.gallery.factory import EnginesByModel
 from yingyan.types import Face, ModelId
 
 T = TypeVar("T")
 log = logging.getLogger("yingyan.api")
 ATTEMPTS = 2  # a job whose pool broke is run once more on the replacement
 
-# The Engine of this worker process, set once by `_start_worker`. Module state is how a
+# The engines of this worker process, set once by `_start_worker`. Module state is how a
 # process pool hands per-process resources to its jobs; the server process never reads it
 # except when workers=0 (one in-process thread).
-_engine: Engine | None = None
+_engines: EnginesByModel | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class EngineInfo:
-    model: ModelId
+    model: ModelId  # the main recognizer's: new galleries are of this model
     description: dict[str, str]
+    models: tuple[str, ...] = ()  # every model the workers can make probes of, main first
 
 
-def _start_worker(config: EngineConfig) -> None:
-    global _engine
-    _engine = Engine(config)
-    _engine.describe()  # loads detector and recognizer now, not on the first request
+def _start_worker(configs: Sequence[EngineConfig]) -> None:
+    global _engines
+    _engines = EnginesByModel(configs)
+    for engine in _engines.all():
+        engine.describe()  # loads detector and recognizer now, not on the first request
 
 
-def _worker_engine() -> Engine:
-    if _engine is None:  # pragma: no cover - the initializer always runs first
+def _worker_engine(model: str | None = None) -> Engine:
+    """The engine making probes of `model` (None: the main one); ModelMismatchError if this
+    deployment has no recognizer of that model."""
+    if _engines is None:  # pragma: no cover - the initializer always runs first
         raise RuntimeError("inference worker used before its initializer ran")
-    return _engine
+    return _engines.main if model is None else _engines.engine_for(model)
 
 
 def _info() -> EngineInfo:
     engine = _worker_engine()
-    return EngineInfo(engine.model_id, engine.describe())
+    assert _engines is not None
+    models = tuple(str(e.model_id) for e in _engines.all())
+    return EngineInfo(engine.model_id, engine.describe(), models)
 
 
-def _faces(data: bytes, embed: bool, max_faces: int, policy: str) -> list[Face]:
-    """Decode, detect, refuse too many faces before embedding any, then align/assess/embed.
+def _faces(data: bytes, embed: bool, max_faces: int, policy: str, model: str | None) -> list[Face]:
+    """Decode, detect, refuse too many faces before embedding any, then align/assess/embed
+    with the engine of `model` (None: the main one).
 
     policy: "all" (every face), "largest" (one), "single" (exactly one, else an error)."""
-    engine = _worker_engine()
+    engine = _worker_engine(model)
     image = engine.load(data)
     detections = engine.detect(image)
     if len(detections) > max_faces:
@@ -86,8 +98,10 @@ def _faces(data: bytes, embed: bool, max_faces: int, policy: str) -> list[Face]:
 class InferencePool:
     """`await pool.faces(image_bytes)` runs the engine in a worker and returns its faces."""
 
-    def __init__(self, config: EngineConfig, workers: int, max_faces: int) -> None:
-        self.config = config
+    def __init__(
+        self, configs: EngineConfig | Sequence[EngineConfig], workers: int, max_faces: int
+    ) -> None:
+        self.configs = (configs,) if isinstance(configs, EngineConfig) else tuple(configs)
         self.workers = workers
         self.max_faces = max_faces
         self.info: EngineInfo | None = None
@@ -100,9 +114,9 @@ class InferencePool:
 
     def _new_executor(self) -> Executor:
         if self.workers == 0:
-            return ThreadPoolExecutor(1, "inference", _start_worker, (self.config,))
+            return ThreadPoolExecutor(1, "inference", _start_worker, (self.configs,))
         context = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(self.workers, context, _start_worker, (self.config,))
+        return ProcessPoolExecutor(self.workers, context, _start_worker, (self.configs,))
 
     async def start(self) -> EngineInfo:
         """Start every worker (models loaded) and learn which model they run."""
@@ -142,8 +156,12 @@ class InferencePool:
         if self._healing is None or self._healing.done():
             self._healing = asyncio.get_running_loop().create_task(self._replace(self._generation))
 
-    async def faces(self, data: bytes, *, embed: bool = True, policy: str = "all") -> list[Face]:
-        return await self._run(partial(_faces, data, embed, self.max_faces, policy))
+    async def faces(
+        self, data: bytes, *, embed: bool = True, policy: str = "all", model: str | None = None
+    ) -> list[Face]:
+        """The image's faces, embedded by the engine of `model` (a gallery's: its probes must
+        be of its model) or the main one."""
+        return await self._run(partial(_faces, data, embed, self.max_faces, policy, model))
 
     async def _run(self, job: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()

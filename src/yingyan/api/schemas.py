@@ -309,7 +309,8 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     status: Literal["ready"]
-    model: str
+    model: str  # the main recognizer's: new galleries are of this model
+    models: list[str] = []  # every model probes can be made of (main first)
     detector: str
     workers: int
     database: str

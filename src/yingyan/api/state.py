@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
@@ -22,9 +23,11 @@ from yingyan.access.keys import ApiKey
 from yingyan.api.inference import InferencePool
 from yingyan.api.observability import Metrics
 from yingyan.audit.log import AuditRecord, append, check_record
+from yingyan.errors import ModelMismatchError
 from yingyan.gallery.service import GalleryService, Hook
 from yingyan.settings import Settings
 from yingyan.store import Database
+from yingyan.types import Face
 
 if TYPE_CHECKING:
     from yingyan.watch.events import EventOutbox
@@ -51,6 +54,33 @@ class AppState:
         """Run gallery work in a thread. No lock here: the gallery service lets searches run
         in parallel and locks only the gallery an index update concerns."""
         return await run_in_threadpool(fn, self.galleries)
+
+    async def with_probes(
+        self,
+        gallery: str,
+        data: bytes,
+        work: Callable[[GalleryService, list[Face]], T],
+        *,
+        policy: str = "all",
+        model: str | None = None,
+    ) -> tuple[list[Face], T]:
+        """The faces of `data` embedded for the gallery's model (`model` if the caller just
+        read it), then `work` on them (a search, a verification, an enrolment). A migration
+        that switches the gallery in between makes `work` refuse the probes
+        (ModelMismatchError); they are then made once more for the new model: a request is
+        served across a switch and never compares two models."""
+        for attempt in (0, 1):
+            if model is None:
+                model = await self.call(lambda g: g.gallery_model(gallery))
+            faces = await self.inference.faces(data, policy=policy, model=model)
+            try:
+                return faces, await self.call(partial(_on_faces, work, faces))
+            except ModelMismatchError:
+                now = await self.call(lambda g: g.gallery_model(gallery))
+                if attempt or now == model:
+                    raise
+                model = now
+        raise AssertionError("unreachable")
 
     def audit_hook(
         self,
@@ -100,6 +130,12 @@ class AppState:
             key.label, operation, outcome, gallery, purpose, case_reference, details or {}
         )
         await self.audit(record)
+
+
+def _on_faces(
+    work: Callable[[GalleryService, list[Face]], T], faces: list[Face], g: GalleryService
+) -> T:
+    return work(g, faces)
 
 
 def get_state(request: Request) -> AppState:

@@ -39,15 +39,38 @@ def open_gallery_service(settings: Settings) -> GalleryService:
     )
 
 
+def engine_config_for(settings: Settings, model: str) -> EngineConfig:
+    """The deployment's engine config (main or `also_recognizers`) whose templates are of
+    `model`; ModelMismatchError naming the setting when it has none."""
+    for config in settings.engine_configs():
+        if str(Engine(config).model_id) == model:
+            return config
+    raise ModelMismatchError(
+        f"no recognizer configured for model {model}: set it as the recognizer or add it to "
+        "also_recognizers"
+    )
+
+
 class EnginesByModel:
     """The engine that makes probes of a given model, built on first use from the configs a
     deployment knows (its current recognizer and any migration target): a search must probe a
     gallery with the gallery's current model, which a migration changes at run time."""
 
     def __init__(self, configs: Sequence[EngineConfig]) -> None:
-        self._configs = list(configs)
-        self._engines: dict[str, Engine] = {}
+        if not configs:
+            raise ValueError("EnginesByModel needs at least one engine config")
+        self._configs = list(configs[1:])
+        self.main = Engine(configs[0])  # the first config's: what new galleries are made of
+        self._engines: dict[str, Engine] = {str(self.main.model_id): self.main}
         self._lock = threading.Lock()
+
+    def all(self) -> list[Engine]:
+        """Every configured engine, built now (the main one first)."""
+        with self._lock:
+            while self._configs:
+                engine = Engine(self._configs.pop(0))
+                self._engines.setdefault(str(engine.model_id), engine)
+            return list(self._engines.values())
 
     def add(self, config: EngineConfig) -> Engine:
         """Make `config`'s engine known (e.g. a migration's target); returns it."""
@@ -66,4 +89,7 @@ class EnginesByModel:
                 self._engines.setdefault(str(engine.model_id), engine)
                 if str(engine.model_id) == model:
                     return engine
-        raise ModelMismatchError(f"no recognizer configured for model {model}")
+        raise ModelMismatchError(
+            f"no recognizer configured for model {model}: set it as the recognizer or add it "
+            "to also_recognizers"
+        )

@@ -710,6 +710,30 @@ class GalleryService:
             subject = subjects_by_id(s, subject_ids=[row.subject_id])[row.subject_id]
             return subject.external_id, template_vector(row, self.cipher)
 
+    def verify_template(
+        self, gallery: str, template_id: int, probes: Sequence[Template]
+    ) -> tuple[str, list[float]]:
+        """(subject external id, each probe's score against one stored template), normalised
+        if the gallery is calibrated. Probes of another model than the gallery's are refused
+        (ModelMismatchError), as in every other comparison."""
+        with self.db.read() as s:
+            g = get_gallery(s, name=gallery)
+            for p in probes:
+                if str(p.model) != g.model:
+                    raise ModelMismatchError(
+                        f"gallery {gallery!r} holds templates of {g.model}, not of {p.model}"
+                    )
+            row = get_template(s, gallery_id=g.id, template_id=template_id)
+            subject = subjects_by_id(s, subject_ids=[row.subject_id])[row.subject_id]
+            reference = template_vector(row, self.cipher)[None, :].astype(np.float32)
+            s.expunge(g)
+        if not probes:
+            return subject.external_id, []
+        stack = np.stack([p.vector for p in probes]).astype(np.float32)
+        profile = self.profile(g)
+        raw = (stack @ reference.T)[:, 0] if profile is None else profile.scores(stack, reference)
+        return subject.external_id, [float(v) for v in np.asarray(raw).reshape(-1)]
+
     def rename_subject(
         self, gallery: str, old: str, new: str, *, audit: Hook | None = None
     ) -> None:
@@ -721,6 +745,10 @@ class GalleryService:
             rename_subject(s, gallery_id=g.id, external_id=old, new_external_id=new)
 
         self.write(work, audit=audit)
+
+    def gallery_model(self, gallery: str) -> str:
+        """The model id the gallery's templates are of now (a migration changes it)."""
+        return self._detached_gallery(gallery).model
 
     def _detached_gallery(self, name: str) -> GalleryRow:
         with self.db.read() as s:

@@ -15,7 +15,7 @@ from typing import Any
 from yingyan.config import EngineConfig
 from yingyan.detection.base import Detector
 from yingyan.engine import Engine
-from yingyan.gallery.factory import open_gallery_service
+from yingyan.gallery.factory import engine_config_for, open_gallery_service
 from yingyan.gallery.service import GalleryService
 from yingyan.settings import Settings
 from yingyan.video.crowd import crowd_detector
@@ -31,13 +31,14 @@ STATUS_EVERY_S = 2.0
 
 
 def video_engine_config(
-    settings: Settings, overrides: Mapping[str, Any] | None = None
+    settings: Settings, overrides: Mapping[str, Any] | None = None, model: str | None = None
 ) -> EngineConfig:
-    """The service's models, with the detector video needs: HOG on the frame as it is (no
+    """The service's models (the recognizer of `model`, the watchlists' model, when given:
+    see `engine_config_for`), with the detector video needs: HOG on the frame as it is (no
     upsampling), fast enough for every other frame (3.5x real time on the shared clip, but it
     misses faces under ~80 px); YuNet when the service has it by path; `overrides` (a camera's
     `engine` settings, e.g. `{"detector": "cnn", "upsample": 0}`) win."""
-    base = settings.engine_config()
+    base = settings.engine_config() if model is None else engine_config_for(settings, model)
     # The recognizer and the work bound are the service's whatever the detector: the track
     # templates must be comparable with the watchlist's.
     config = EngineConfig(
@@ -115,11 +116,13 @@ def run_camera(camera_id: str, config: Mapping[str, Any], status: StatusChannel)
     (PipelineSettings fields), engine (EngineConfig overrides), crowd (tiling, regions and
     motion gate for small faces: `video.crowd.crowd_tiling`; absent = whole frames)."""
     settings = Settings(**config["settings"])
-    engine = Engine(video_engine_config(settings, config.get("engine")))
-    detector = camera_detector(engine, config.get("crowd"))  # bad settings fail here, first
     service = open_gallery_service(settings)
     try:
         matcher = WatchMatcher(service, config["session"])
+        # Track templates of the watchlists' model; a migration of a watchlist ends this worker
+        # (ModelChangedError from the search) and its restart takes the new model.
+        engine = Engine(video_engine_config(settings, config.get("engine"), matcher.model))
+        detector = camera_detector(engine, config.get("crowd"))  # bad settings fail here
         run = CameraRun()
         pipeline = CameraPipeline(
             engine,

@@ -36,6 +36,12 @@ class WatchMatcher:
         self.threshold = session_threshold(service.db, self.session.id)
         self._gallery_ids = {g.name: g.id for g in service.galleries()}
 
+    @property
+    def model(self) -> str | None:
+        """The model of the session's watchlists (all of one model; None: no watchlist)."""
+        names = self.session.galleries
+        return self.service.gallery_model(names[0]) if names else None
+
     def refresh(self) -> None:
         """Re-read the session and its threshold (a watchlist grew, the session changed)."""
         self.session = get_session(self.service.db, self.session.name)

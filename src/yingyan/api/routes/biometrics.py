@@ -153,20 +153,24 @@ async def verify_subject(
     row = await state.call(gallery_row)
     await _justified(state, key, "verify.subject", row, purpose, case_reference)
     data = (await read_images(request, "probe"))["probe"]
-    probe = (await state.inference.faces(data, policy="single"))[0]
-    assert probe.template is not None
-    template = probe.template
 
-    def best_match(galleries: GalleryService) -> tuple[tuple[int, float] | None, Threshold]:
+    def best_match(
+        galleries: GalleryService, faces: list[Face]
+    ) -> tuple[tuple[int, float] | None, Threshold]:
+        template = faces[0].template
+        assert template is not None
         best = galleries.verify_subject(gallery, subject, template)
         model = str(template.model)  # the service refuses a probe of another model
         return best, _threshold(model, galleries.decision_threshold(gallery), threshold)
 
-    best, t = await state.call(best_match)
+    (probe,), (best, t) = await state.with_probes(
+        gallery, data, best_match, policy="single", model=row.model
+    )
     if best is None:
         raise ApiError("no_templates", f"subject {subject!r} has no enrolled face")
     template_id, score = best
-    out = _verdict(score, t, str(template.model), probe, reference_subject=subject)
+    assert probe.template is not None
+    out = _verdict(score, t, str(probe.template.model), probe, reference_subject=subject)
     await state.record(
         key,
         "verify.subject",
@@ -234,21 +238,30 @@ async def identify(
     """1:N: candidates for a human reviewer, never an identification by themselves. Searches
     of a watchlist must say why (purpose) and for which case (case_reference)."""
 
-    def gallery_row(galleries: GalleryService) -> tuple[GalleryRow, tuple[float, str] | None]:
+    def gallery_row(galleries: GalleryService) -> GalleryRow:
         with galleries.db.read() as session:
             row = get_gallery(session, name=gallery)
             session.expunge(row)
-        return row, galleries.decision_threshold(gallery)
+        return row
 
-    row, gallery_threshold = await state.call(gallery_row)
+    row = await state.call(gallery_row)
     await _justified(state, key, "identify", row, purpose, case_reference)
     data = (await read_images(request, "probe"))["probe"]
-    found = await state.inference.faces(data, policy="all" if faces == "all" else "largest")
-    templates: list[Template] = [f.template for f in found if f.template is not None]
-    t = _threshold(row.model, gallery_threshold, threshold) if mode == "threshold" else None
-    cut = t.score if t else None
-    results = await state.call(
-        lambda g: g.identify(gallery, templates, k=k, mode=mode, threshold=cut)
+
+    def search(
+        galleries: GalleryService, found: list[Face]
+    ) -> tuple[Threshold | None, list[list[SubjectCandidate]]]:
+        templates: list[Template] = [f.template for f in found if f.template is not None]
+        t = None
+        if mode == "threshold":  # the gallery's threshold now, on its current model's scale
+            model = templates[0].model if templates else row.model
+            t = _threshold(str(model), galleries.decision_threshold(gallery), threshold)
+        cut = t.score if t else None
+        return t, galleries.identify(gallery, templates, k=k, mode=mode, threshold=cut)
+
+    policy = "all" if faces == "all" else "largest"
+    found, (t, results) = await state.with_probes(
+        gallery, data, search, policy=policy, model=row.model
     )
     out = IdentifyOut(
         gallery=gallery,

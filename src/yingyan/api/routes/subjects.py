@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -190,8 +191,9 @@ async def enroll(
     data = (await read_images(request, "image"))["image"]
 
     await state.call(lambda g: _check_subject(g, gallery, subject))
-    face = (await state.inference.faces(data, policy=face_policy))[0]
-    template_id, created = await enrol_face(state, key, gallery, subject, data, face)
+    face, template_id, created = await enrol_face(
+        state, key, gallery, subject, data, policy=face_policy
+    )
     return EnrollOut(
         external_id=subject, template_id=template_id, created=created, face=FaceOut.of(face)
     )
@@ -209,31 +211,21 @@ async def enrol_face(
     gallery: str,
     subject: str,
     data: bytes,
-    face: Face,
     *,
+    policy: str,
     via: str | None = None,
-) -> tuple[int, bool]:
-    """Store a face's template for a subject (created if new), audited: (template id, new).
-    A face below the gallery's minimum quality is refused. The image goes along and the store
-    keeps it only if the gallery keeps images."""
-    assert face.template is not None
-    quality = round(face.quality.score, 4)
-    audit = state.audit_hook(
-        key,
-        "face.enroll",
-        gallery=gallery,
-        details=lambda out: (
-            {
-                "subject": subject,
-                "template_id": out[0][0],
-                "created": out[0][1],
-                "quality": quality,
-            }
-            | _via(via)
-        ),
-    )
+    accept: Callable[[Face], None] | None = None,
+) -> tuple[Face, int, bool]:
+    """Store the image's face (`policy`: "single" or "largest") as a template of the gallery's
+    model for a subject (created if new), audited: (face, template id, new). `accept` may
+    refuse the face first; so is a face below the gallery's minimum quality. The image goes
+    along and the store keeps it only if the gallery keeps images."""
 
-    def enroll(galleries: GalleryService) -> tuple[int, bool]:
+    def enroll(galleries: GalleryService, faces: list[Face]) -> tuple[int, bool]:
+        face = faces[0]
+        assert face.template is not None
+        if accept is not None:
+            accept(face)
         with galleries.db.read() as session:
             min_quality = get_gallery(session, name=gallery).min_quality
         if face.quality.score < min_quality:
@@ -242,9 +234,24 @@ async def enrol_face(
                 f"face quality {face.quality.score:.2f} is below the gallery's minimum "
                 f"{min_quality}",
             )
+        quality = round(face.quality.score, 4)
+        audit = state.audit_hook(
+            key,
+            "face.enroll",
+            gallery=gallery,
+            details=lambda out: (
+                {
+                    "subject": subject,
+                    "template_id": out[0][0],
+                    "created": out[0][1],
+                    "quality": quality,
+                }
+                | _via(via)
+            ),
+        )
         item = EnrollItem(
             external_id=subject,
-            template=face.template,  # type: ignore[arg-type]  # asserted above
+            template=face.template,
             quality=face.quality.score,
             source_sha256=hashlib.sha256(data).hexdigest(),
             box=face.detection.box,
@@ -253,7 +260,8 @@ async def enrol_face(
         ((template_id, created),) = galleries.enroll(gallery, [item], audit=audit)
         return template_id, created
 
-    return await state.call(enroll)
+    faces, (template_id, created) = await state.with_probes(gallery, data, enroll, policy=policy)
+    return faces[0], template_id, created
 
 
 def _via(api: str | None) -> dict[str, str]:

@@ -46,6 +46,7 @@ async def ready(state: State) -> Readiness:
     return Readiness(
         status="ready",
         model=str(info.model),
+        models=list(info.models),
         detector=info.description["detector"],
         workers=state.inference.workers,
         database=state.db.backend,
