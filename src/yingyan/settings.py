@@ -111,6 +111,16 @@ class Settings(BaseSettings):
             raise ValueError("webhook_url needs webhook_secret_file (the signing secret)")
         return self
 
+    @model_validator(mode="after")
+    def _recognizers_exist(self) -> Settings:
+        """Model and fusion paths are checked now, so a typo is a settings error at start-up,
+        not a failure inside the running service."""
+        try:
+            self.engine_configs()
+        except ConfigError as error:
+            raise ValueError(error.message) from None
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -171,6 +181,7 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            ": ".join(filter(None, (".".join(str(p) for p in e["loc"]), e["msg"])))
+            for e in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from None
