@@ -281,6 +281,9 @@ class AuditEntryRow(Base):
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
+    # The alert-event poller reads a few operations after a seq (migration 0007).
+    __table_args__ = (Index("ix_audit_log_operation_seq", "operation", "seq"),)
+
 
 class AuditHeadRow(Base):
     """The chain's last sequence number and hash, updated in the same transaction as each append:
