@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from yingyan.cli.main import app
@@ -48,7 +49,10 @@ def test_verify_with_explicit_threshold(stills: Path) -> None:
     assert r.exit_code == 2 and "[-1, 1]" in r.stderr
 
 
-def test_bad_inputs_exit_2_with_a_message_and_no_traceback(tmp_path: Path, stills: Path) -> None:
+def test_bad_inputs_exit_2_with_a_message_and_no_traceback(
+    tmp_path: Path, stills: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("YINGYAN_MODEL_DIR", str(tmp_path))  # no YuNet installed there
     text = tmp_path / "notes.jpg"
     text.write_text("not a jpeg")
     truncated = tmp_path / "half.jpg"

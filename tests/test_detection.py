@@ -133,9 +133,9 @@ def test_centre_fallback_and_most_central() -> None:
     assert most_central([], 10, 10) is None
 
 
-def test_yunet_needs_a_model_path() -> None:
+def test_yunet_needs_a_model_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="model path"):
-        EngineConfig(detector="yunet")
+        EngineConfig(detector="yunet", model_dir=tmp_path)  # none installed there
     with pytest.raises(ConfigError, match="unknown detector"):
         EngineConfig(detector="sift")  # type: ignore[arg-type]
 

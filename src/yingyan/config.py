@@ -48,6 +48,7 @@ class EngineConfig:
     # to ~40 px instead of ~80). YuNet: 0 (it finds ~10 px faces, and upscaling lowers its
     # scores for large ones).
     upsample: int | None = None
+    # None with detector "yunet": the copy installed in model_dir (`yingyan models fetch yunet`).
     yunet_model: Path | None = None
     yunet_score_threshold: float = 0.8  # below ~0.7 it fires on fingers in the test photos
     min_detection_score: float = 0.0  # HOG/CNN raw score floor (dlib's default)
@@ -56,6 +57,7 @@ class EngineConfig:
     threads: int | None = None  # onnxruntime intra-op threads; None = every core
     # An ONNX recognizer instead of dlib's ResNet, described by a manifest: a file, a built-in
     # name ("arcface", "mobilefacenet"), or None to find one beside the model or by its sha256.
+    # recognizer_model may also name a supported model installed in model_dir ("mobilefacenet").
     recognizer_model: Path | None = None
     recognizer_manifest: str | Path | None = None
     # A fitted fusion of several recognizers (`yingyan calibrate fusion`): one template holds
@@ -66,6 +68,9 @@ class EngineConfig:
     centre_fallback: bool = False  # assume one centred face when none is found (LFW protocol)
     keep_chips: bool = False
     limits: ImageLimits = ImageLimits()
+    # Where `yingyan models fetch/add` installed the optional models; None = the default
+    # (models/ in the user data folder). Only read when a model above is not given by path.
+    model_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
@@ -79,7 +84,7 @@ class EngineConfig:
         if self.threads is not None and self.threads < 1:
             raise ConfigError("threads must be >= 1")
         if self.recognizer_model is not None and not Path(self.recognizer_model).is_file():
-            raise ConfigError(f"recognizer model file not found: {self.recognizer_model}")
+            self._set("recognizer_model", self._installed_recognizer(str(self.recognizer_model)))
         if self.recognizer_manifest is not None and self.recognizer_model is None:
             raise ConfigError("recognizer_manifest needs recognizer_model (the weights file)")
         if self.fusion is not None and self.recognizer_model is not None:
@@ -87,9 +92,36 @@ class EngineConfig:
         if self.fusion is not None and not Path(self.fusion).is_file():
             raise ConfigError(f"fusion file not found: {self.fusion}")
         if self.detector == "yunet" and self.yunet_model is None:
-            raise ConfigError("the yunet detector needs a model path (yunet_model)")
+            self._set("yunet_model", self._installed("yunet"))
         if self.yunet_model is not None and not Path(self.yunet_model).is_file():
             raise ConfigError(f"YuNet model file not found: {self.yunet_model}")
+
+    def _set(self, name: str, value: Path) -> None:
+        object.__setattr__(self, name, value)  # frozen: only while validating
+
+    def _installed(
+        self, name: str, what: str = "the yunet detector", by: str = "yunet_model"
+    ) -> Path:
+        """A supported model's file in model_dir, or a ConfigError saying how to get it."""
+        from yingyan.modelstore.store import installed_model, model_folder
+
+        path = installed_model(name, self.model_dir)
+        if path is None:
+            raise ConfigError(
+                f"{what} needs a model path ({by}) or the model installed in "
+                f"{model_folder(self.model_dir)}: `yingyan models fetch {name}` "
+                "(offline: `yingyan models add FILE`)"
+            )
+        return path
+
+    def _installed_recognizer(self, name: str) -> Path:
+        """recognizer_model names a supported recognizer (not a file): its installed copy."""
+        from yingyan.modelstore.registry import SUPPORTED
+
+        model = SUPPORTED.get(name)
+        if model is None or model.kind != "recognizer":
+            raise ConfigError(f"recognizer model file not found: {self.recognizer_model}")
+        return self._installed(name, f"recognizer {name!r}", "a file for recognizer_model")
 
     @property
     def pyramid_upsample(self) -> int:

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     detector: str = EngineConfig().detector
     yunet_model: Path | None = None
     recognizer_model: Path | None = None
+    # Where `yingyan models fetch/add` install the optional models (YuNet, MobileFaceNet,
+    # MiniFASNet); None = models/ in the user data folder. detector=yunet without yunet_model,
+    # or recognizer_model="mobilefacenet", use the copy installed there.
+    model_dir: Path | None = None
     recognizer_manifest: str | None = None  # a manifest file or a built-in name ("arcface")
     fusion: Path | None = None  # a fitted fusion file (`yingyan calibrate fusion`)
     # Recognizers besides the one above that probes can be made with: a gallery migrated to one
@@ -82,6 +86,35 @@ class Settings(BaseSettings):
     # The largest array a detector builds from an image (upsampled image / CNN canvas).
     max_work_pixels: int = Field(default=MAX_WORK_PIXELS, ge=MIN_WORK_PIXELS)
     max_faces: int = Field(default=20, ge=1, le=1000)  # an image with more faces is refused
+    # Backpressure (api/backpressure.py). Inference jobs admitted at once, running or waiting
+    # (a verify is two): one more is answered 503 `overloaded` with Retry-After, so the images
+    # queued stay under max_queued_jobs × max_upload_bytes. None: 4 per worker, at least 16.
+    max_queued_jobs: int | None = Field(default=None, ge=1, le=100_000)
+    # Connections `yingyan serve` serves at once (uvicorn's limit_concurrency; past it uvicorn
+    # answers 503 itself): the bodies being read stay under max_connections × max_upload_bytes.
+    # None: no limit.
+    max_connections: int | None = Field(default=64, ge=1)
+    # Requests per API key by the key's role, in the `limits` notation ("20/second",
+    # "20/second; 600/minute"; "" for none): over it, 429 `rate_limited` with Retry-After.
+    # A role not given: 50/second, admin none (an incident must not lock the administrator
+    # out). (TOML: a [rate_limits] table; env: a JSON object.)
+    rate_limits: dict[str, str] = Field(default_factory=dict, validate_default=True)
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limit_per_role(cls, value: dict[str, str]) -> dict[str, str]:
+        from limits import parse_many
+
+        from yingyan.access.roles import ROLE_NAMES
+
+        for role, text in value.items():
+            if role not in ROLE_NAMES:
+                raise ValueError(f"unknown role {role!r}; the roles are {', '.join(ROLE_NAMES)}")
+            if text.strip():
+                parse_many(text)  # ValueError naming the malformed limit
+        defaults = {role: "" if role == "admin" else "50/second" for role in ROLE_NAMES}
+        return defaults | value
+
     key_file: Path | None = None  # template encryption keyring; default data_dir/template-keys
     template_key: str | None = None  # or the keyring itself (JSON or one base64 key)
     # /docs, /redoc and /openapi.json need a valid key (any role) unless this is set: the schema
@@ -152,6 +185,7 @@ class Settings(BaseSettings):
             recognizer_model=self.recognizer_model,
             recognizer_manifest=self.recognizer_manifest,
             fusion=self.fusion,
+            model_dir=self.model_dir,
             # One ORT thread per worker process when the workers are the parallelism.
             threads=1 if self.workers > 0 else None,
             limits=limits,

@@ -471,5 +471,9 @@ from yingyan.cli import alerts, watch  # noqa: E402
 alerts.register(app)
 watch.register(app)
 
+from yingyan.cli import models as model_commands  # noqa: E402
+
+model_commands.register(models_app)
+
 if __name__ == "__main__":
     app()

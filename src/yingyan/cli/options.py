@@ -104,7 +104,9 @@ def engine_config(
         Path(env("YINGYAN_RECOGNIZER_MODEL", "")) if env("YINGYAN_RECOGNIZER_MODEL") else None
     )
     fusion = Path(env("YINGYAN_FUSION", "")) if env("YINGYAN_FUSION") else None
+    model_dir = Path(env("YINGYAN_MODEL_DIR", "")) if env("YINGYAN_MODEL_DIR") else None
     return EngineConfig(
+        model_dir=model_dir,
         recognizer_model=recognizer,
         recognizer_manifest=env("YINGYAN_RECOGNIZER_MANIFEST") or None,
         fusion=fusion,

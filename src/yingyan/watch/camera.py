@@ -36,8 +36,9 @@ def video_engine_config(
     """The service's models (the recognizer of `model`, the watchlists' model, when given:
     see `engine_config_for`), with the detector video needs: HOG on the frame as it is (no
     upsampling), fast enough for every other frame (3.5x real time on the shared clip, but it
-    misses faces under ~80 px); YuNet when the service has it by path; `overrides` (a camera's
-    `engine` settings, e.g. `{"detector": "cnn", "upsample": 0}`) win."""
+    misses faces under ~80 px); YuNet when the service has it (by path or installed by
+    `yingyan models`); `overrides` (a camera's `engine` settings, e.g.
+    `{"detector": "cnn", "upsample": 0}`) win."""
     base = settings.engine_config() if model is None else engine_config_for(settings, model)
     # The recognizer and the work bound are the service's whatever the detector: the track
     # templates must be comparable with the watchlist's.
@@ -50,8 +51,13 @@ def video_engine_config(
         threads=1,
         limits=base.limits,
     )
-    if base.yunet_model is not None:
-        config = replace(config, detector="yunet", upsample=None, yunet_model=base.yunet_model)
+    yunet = base.yunet_model
+    if yunet is None:
+        from yingyan.modelstore import installed_model
+
+        yunet = installed_model("yunet", base.model_dir)
+    if yunet is not None:
+        config = replace(config, detector="yunet", upsample=None, yunet_model=yunet)
     return replace(config, **dict(overrides or {}))
 
 
