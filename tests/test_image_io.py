@@ -11,6 +11,7 @@ from PIL import Image
 
 from yingyan import ImageLimits, load_image
 from yingyan.errors import ImageError, ImageTooLargeError, UnsupportedFormatError
+from yingyan.io.image import DECODERS
 
 from .conftest import shared_path
 
@@ -138,3 +139,82 @@ def test_the_work_bound_is_validated_and_reaches_the_engine() -> None:
     settings = Settings(max_work_pixels=8_000_000)
     assert settings.engine_config().limits.max_work_pixels == 8_000_000
     assert ImageLimits().max_work_pixels < 4 * ImageLimits().max_pixels  # below one upsampling
+
+
+# -- only the accepted formats' parsers ever see the bytes -------------------------------------
+
+
+@pytest.fixture
+def consulted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every Pillow plugin of a format that is not accepted, its `accept` check recorded
+    (and still run) whenever `Image.open` considers it for some bytes."""
+    Image.init()  # register all of Pillow's plugins, as any other code in the process might
+    calls: list[str] = []
+    for fmt, (factory, accept) in list(Image.OPEN.items()):
+        if fmt in DECODERS:
+            continue
+
+        def spy(prefix: bytes, fmt: str = fmt, accept: object = accept) -> object:
+            calls.append(fmt)
+            return accept(prefix) if callable(accept) else True
+
+        monkeypatch.setitem(Image.OPEN, fmt, (factory, spy))
+    return calls
+
+
+def _psd(w: int = 64, h: int = 48) -> bytes:
+    """A real (minimal) Photoshop file, RGB, 8 bits, raw: Pillow reads PSD but cannot write it."""
+    be = int.to_bytes
+    header = b"8BPS" + be(1, 2, "big") + bytes(6) + be(3, 2, "big") + be(h, 4, "big")
+    header += be(w, 4, "big") + be(8, 2, "big") + be(3, 2, "big")
+    return header + bytes(12) + be(0, 2, "big") + bytes(w * h * 3)
+
+
+def _refused(fmt: str) -> bytes:
+    return _psd() if fmt == "PSD" else _encode(_gradient(64, 48), fmt)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "error", "message"),
+    [
+        ("GIF", UnsupportedFormatError, "format GIF is not accepted"),
+        ("TIFF", UnsupportedFormatError, "format TIFF is not accepted"),
+        ("ICO", UnsupportedFormatError, "format ICO is not accepted"),
+        ("PSD", UnsupportedFormatError, "format PSD is not accepted"),
+        ("PPM", ImageError, "not an image in an accepted format"),
+        ("TGA", ImageError, "not an image in an accepted format"),
+        ("PCX", ImageError, "not an image in an accepted format"),
+    ],
+)
+def test_a_refused_format_never_reaches_its_parser(
+    consulted: list[str], fmt: str, error: type[ImageError], message: str
+) -> None:
+    data = _refused(fmt)
+    with pytest.raises(error, match=message) as caught:
+        load_image(data)
+    assert "JPEG, PNG, BMP or WebP" in str(caught.value)
+    assert consulted == []  # no plugin but JPEG, PNG, WebP and BMP even looked at the bytes
+    # The control: Pillow left to itself reads the same bytes as that format, so it is a real
+    # file of it, and the spy does see a plugin consulted.
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.format == fmt
+    assert fmt in consulted
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "BMP", "WEBP"])
+def test_an_accepted_format_consults_no_other_plugin(consulted: list[str], fmt: str) -> None:
+    assert load_image(_encode(_gradient(), fmt)).shape == (80, 120, 3)
+    assert consulted == []
+
+
+def test_a_file_is_read_by_its_content_whatever_its_name(
+    tmp_path: Path, consulted: list[str]
+) -> None:
+    png = _encode(_gradient(), "PNG")
+    for name in ("face.jpg", "face.tif", "face.gif", "face"):
+        (tmp_path / name).write_bytes(png)
+        assert np.array_equal(load_image(tmp_path / name), np.asarray(_gradient()))
+    (tmp_path / "face.png").write_bytes(_encode(_gradient(), "TIFF"))
+    with pytest.raises(UnsupportedFormatError, match="TIFF"):
+        load_image(tmp_path / "face.png")
+    assert consulted == []

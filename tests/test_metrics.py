@@ -43,6 +43,52 @@ def test_threshold_at_fmr_allows_exactly_the_target_share() -> None:
     assert metrics.fmr_at(impostor, 0.989) > 0.01
 
 
+def _threshold_by_full_sort(impostor: np.ndarray, target_fmr: float) -> float:
+    """The implementation before issue 14 (a full sort per call), kept to compare against."""
+    i = np.sort(np.asarray(impostor, dtype=np.float64).ravel())
+    allowed = int(np.floor(target_fmr * i.size))
+    if allowed >= i.size:
+        return float(i[0])
+    return float(np.nextafter(i[i.size - allowed - 1], np.inf))
+
+
+TARGETS = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.25, 0.5, 0.999, 1.0, 2.0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_thresholds_from_one_partition_equal_the_full_sort(seed: int) -> None:
+    """Random scores, with heavy ties (a few distinct values) in half the cases, in float32
+    and float64, small and large: the same thresholds as sorting, bit for bit."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.choice([1, 2, 7, 1000, 123_457]))
+    ties = rng.choice(np.linspace(-1, 1, 5), n)  # five distinct values: ties everywhere
+    scores = (ties if seed % 2 else rng.normal(0, 0.2, n)).astype(
+        np.float32 if seed % 3 == 0 else np.float64
+    )
+    expected = [_threshold_by_full_sort(scores, t) for t in TARGETS]
+    assert metrics.thresholds_at_fmr(scores, TARGETS) == expected
+    assert [metrics.threshold_at_fmr(scores, t) for t in TARGETS] == expected
+    shuffled = list(reversed(TARGETS))  # any order, repeats allowed
+    assert metrics.thresholds_at_fmr(scores, [*shuffled, 1e-4]) == [
+        *reversed(expected),
+        expected[TARGETS.index(1e-4)],
+    ]
+
+
+def test_thresholds_leave_the_caller_array_as_it_was() -> None:
+    scores = np.array([0.3, 0.9, 0.1, 0.7, 0.5])
+    before = scores.copy()
+    metrics.thresholds_at_fmr(scores, (0.2, 0.4))
+    assert np.array_equal(scores, before)
+
+
+def test_threshold_targets_must_be_rates() -> None:
+    with pytest.raises(ValueError, match="target"):
+        metrics.threshold_at_fmr([0.1, 0.2], -0.1)
+    with pytest.raises(ValueError, match="target"):
+        metrics.thresholds_at_fmr([0.1, 0.2], [1e-3, float("nan")])
+
+
 def test_tar_at_far_needs_enough_impostors() -> None:
     rng = np.random.default_rng(0)
     impostor = rng.normal(0, 1, 5000)

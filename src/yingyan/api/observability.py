@@ -11,12 +11,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from yingyan.api.errors import COMPREFACE_PREFIXES
 
 log = logging.getLogger("yingyan.access")
 
@@ -152,29 +155,55 @@ class CameraCollector(Collector):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and the record's extras."""
+    """One JSON object per line: `time` (UTC, ISO-8601 with milliseconds, e.g.
+    `2026-12-03T13:14:51.123Z`), `level`, `logger`, `message`, then the record's extras, and
+    `exception` / `stack` when there is one. The fixed fields always win: an extra with one of
+    their names is kept as `extra_<name>` (prefixed again while that is taken). The standard
+    library already refuses extras named like LogRecord attributes, `message` among them."""
 
-    _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+    FIXED: Final = frozenset({"time", "level", "logger", "message", "exception", "stack"})
+    _STANDARD: Final = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "time": utc_timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
-        entry.update({k: v for k, v in record.__dict__.items() if k not in self._STANDARD})
+        extras = {k: v for k, v in record.__dict__.items() if k not in self._STANDARD}
+        entry.update({k: v for k, v in extras.items() if k not in self.FIXED})
+        for key in sorted(extras.keys() & self.FIXED):  # renamed after every own name is in
+            name = f"extra_{key}"
+            while name in entry or name in self.FIXED:
+                name = f"extra_{name}"
+            entry[name] = extras[key]
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, default=str)
+
+
+def utc_timestamp(created: float) -> str:
+    """A `LogRecord.created` as UTC ISO-8601 with milliseconds and a `Z`."""
+    moment = datetime.fromtimestamp(created, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class UtcTextFormatter(logging.Formatter):
+    """The plain-text format (`LOG_JSON=false`), its time in UTC like the JSON lines'."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return utc_timestamp(record.created)
 
 
 def configure_logging(level: str, as_json: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if as_json:
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(JsonFormatter() if as_json else UtcTextFormatter())
     root = logging.getLogger("yingyan")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -237,7 +266,21 @@ def _request_id(scope: Scope) -> str:
 
 class BodyLimitMiddleware:
     """Refuses a request body over `limit` bytes with 413, whether it announces its length or
-    streams it chunked, before the application buffers it."""
+    streams it chunked, before the application buffers it. The body is the route's error
+    shape: `{"error": {"code": "payload_too_large", "message", "request_id"}}`, on the
+    CompreFace routes `{"message", "code"}`.
+
+    Why not the framework's own limit (`FastAPI(max_body_size=...)`, Starlette's
+    `RequestBodyLimitMiddleware`, both in the installed FastAPI 0.165 / Starlette 1.10;
+    uvicorn has none): it lets the application run, and with an announced `Content-Length`
+    over the limit it replaces whatever the application answered with a plain-text
+    `Content Too Large`, no JSON, on every route. A route that reads no body (an unknown path,
+    a DELETE) runs to its end first, its side effects committed while the caller is told
+    413. Only a chunked body gets a JSON 413 from the app's handlers, which does not give the
+    limit. `tests/test_body_limit.py` runs it on the service and keeps these findings, so an
+    upgrade that changes them shows. Here an announced length over the limit is refused
+    before the application runs, and a chunked body is cut off at the first chunk past it
+    (the route has then run only as far as reading it)."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -249,7 +292,7 @@ class BodyLimitMiddleware:
             return
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await self._refuse(send)
+                await self._refuse(scope, send)
                 return
         received = 0
         too_large = False
@@ -273,24 +316,23 @@ class BodyLimitMiddleware:
                 await send(message)
             elif not refused:
                 refused = True
-                await self._refuse(send)
+                await self._refuse(scope, send)
 
         try:
             await self.app(scope, limited, guarded_send)
         except PayloadTooLargeError:
             if not refused:
-                await self._refuse(send)
+                await self._refuse(scope, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "payload_too_large",
-                    "message": f"request body over the {self.limit} byte limit",
-                },
-                "message": f"request body over the {self.limit} byte limit",
-            }
-        ).encode()
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        code, message = "payload_too_large", f"request body over the {self.limit} byte limit"
+        content: dict[str, object]
+        if str(scope.get("path", "")).startswith(COMPREFACE_PREFIXES):
+            content = {"message": message, "code": code}
+        else:
+            request_id = scope.get("state", {}).get("request_id")
+            content = {"error": {"code": code, "message": message, "request_id": request_id}}
+        body = json.dumps(content).encode()
         await send(
             {
                 "type": "http.response.start",

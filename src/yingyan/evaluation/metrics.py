@@ -7,6 +7,7 @@ TAR     = 1 - FNMR ("true accept rate"), FAR is used as FMR here, as the literat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,12 +79,25 @@ def equal_error_rate(genuine: Scores, impostor: Scores) -> tuple[float, float]:
 
 def threshold_at_fmr(impostor: Scores, target_fmr: float) -> float:
     """Lowest threshold whose FMR does not exceed the target."""
-    i = np.sort(_arr(impostor))
-    allowed = int(np.floor(target_fmr * i.size))  # impostors allowed at or above the threshold
-    if allowed >= i.size:
-        return float(i[0])
-    # Threshold just above the (allowed+1)-th highest impostor score.
-    return float(np.nextafter(i[i.size - allowed - 1], np.inf))
+    return thresholds_at_fmr(impostor, (target_fmr,))[0]
+
+
+def thresholds_at_fmr(impostor: Scores, targets: Sequence[float]) -> list[float]:
+    """`threshold_at_fmr` for each target, from one pass over the scores: each threshold
+    needs a single order statistic (just above the (allowed+1)-th highest impostor score), so
+    the scores are partitioned once at every needed rank, O(n), never sorted (43 million
+    impostor scores in the LFW identification benchmark)."""
+    i = _arr(impostor)
+    if not all(t >= 0 for t in targets):  # NaN fails too
+        raise ValueError(f"target FMRs must be >= 0, not {list(targets)}")
+    allowed = [int(np.floor(t * i.size)) for t in targets]  # impostors at or above it
+    ranks = sorted({i.size - a - 1 for a in allowed if a < i.size})
+    if ranks:
+        i = np.partition(i, ranks)  # each of these ranks now holds its sorted value
+    return [
+        float(np.nextafter(i[i.size - a - 1], np.inf)) if a < i.size else float(i.min())
+        for a in allowed
+    ]
 
 
 def tar_at_far(genuine: Scores, impostor: Scores, far: float) -> float | None:

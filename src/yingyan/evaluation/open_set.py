@@ -8,15 +8,18 @@ FNIR(t) = share of mated searches whose mate score < t or whose mate is outranke
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import gammaln  # type: ignore[import-untyped]
-from scipy.stats import beta  # type: ignore[import-untyped]
 
 from yingyan.embedding import normalise
 from yingyan.evaluation import metrics
+from yingyan.extras import lazy
+
+_special = lazy("scipy.special", "eval", "open-set statistics")
+_stats = lazy("scipy.stats", "eval", "open-set statistics")
 
 Vectors = npt.NDArray[np.float32]
 Floats = npt.NDArray[np.float64]
@@ -76,6 +79,11 @@ def threshold_at_fpir(nonmated_best: npt.ArrayLike, target_fpir: float) -> float
     return metrics.threshold_at_fmr(nonmated_best, target_fpir)
 
 
+def thresholds_at_fpir(nonmated_best: npt.ArrayLike, targets: Sequence[float]) -> list[float]:
+    """`threshold_at_fpir` for each target, from one pass over the scores."""
+    return metrics.thresholds_at_fmr(nonmated_best, targets)
+
+
 def expected_fpir(scores: Floats, available: npt.NDArray[np.int_], size: int, t: float) -> float:
     """FPIR at `t` averaged over every watchlist of `size` subjects drawn from a reference set,
     exactly: passer i (row i of `scores`: its scores against the set, -inf where not
@@ -87,6 +95,7 @@ def expected_fpir(scores: Floats, available: npt.NDArray[np.int_], size: int, t:
     free = m - k
     if size > int(m.min()):
         raise ValueError(f"watchlists of {size} need {size} comparable subjects per passer")
+    gammaln = _special.gammaln
     with np.errstate(invalid="ignore"):
         log_miss = (
             gammaln(free + 1) - gammaln(free - size + 1) - gammaln(m + 1) + gammaln(m - size + 1)
@@ -101,8 +110,8 @@ def binomial_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float
     if not 0 <= k <= n or n == 0:
         raise ValueError("need 0 <= k <= n and n > 0")
     a = (1 - level) / 2
-    low = float(beta.ppf(a, k, n - k + 1)) if k > 0 else 0.0
-    high = float(beta.ppf(1 - a, k + 1, n - k)) if k < n else 1.0
+    low = float(_stats.beta.ppf(a, k, n - k + 1)) if k > 0 else 0.0
+    high = float(_stats.beta.ppf(1 - a, k + 1, n - k)) if k < n else 1.0
     return low, high
 
 

@@ -5,13 +5,17 @@ the process umask, and an existing one is tightened rather than trusted.
 Modes are set at creation (`os.open(..., 0o600)`, `mkdir(0o700)`), never by a later chmod of a
 file that was briefly readable; no function here changes the process umask (it is process-wide
 state, and the service creates files from several threads).
+
+`atomic_write` is the one way a file that is read back (an index, its sidecar, the keyring,
+the ONNX cache, a cursor, the initial admin key) is written: temporary sibling, fsync, rename,
+folder fsync.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import stat
-import threading
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
@@ -67,43 +71,56 @@ def private_sqlite(path: Path) -> Path:
     return path
 
 
-def new_private_file(path: Path) -> Path:
-    """A new, empty file at `path` (an old one removed first) with mode 0600 from its creation:
-    call it on a temporary file before writing it (e.g. with `faiss.write_index`, which opens
-    with `fopen` and keeps an existing file's mode), then rename it into place."""
-    path.unlink(missing_ok=True)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
-    return path
+def atomic_write(
+    path: Path,
+    content: bytes | str | Callable[[Path], object],
+    *,
+    mode: int = FILE_MODE,
+    exclusive: bool = False,
+) -> None:
+    """Put `content` at `path` atomically and durably: readers see the old file or the new
+    one, never part of either, and after a crash the new one is there whole or not at all.
+    The one way Yingyan writes a file that something later reads back.
 
-
-def write_new_private(path: Path, data: bytes) -> None:
-    """Write `data` to a new file at `path` (an old one removed first), mode 0600 from its
-    creation; for the temporary file of an atomic write."""
-    new_private_file(path)
-    with path.open("r+b") as fh:
-        fh.write(data)
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Replace `path` atomically with `data`, mode 0600 (see `replace_private`)."""
-    replace_private(path, lambda tmp: tmp.write_bytes(data))
-
-
-def replace_private(path: Path, write: Callable[[Path], object]) -> None:
-    """Replace `path` atomically with what `write` puts in the file it is given: a new 0600
-    temporary sibling (a new inode: an existing file's mode, owner or other hard links do not
-    carry over; writers that keep an existing file's mode, e.g. faiss, get 0600), fsynced,
-    renamed over `path`, the folder fsynced."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    `content` is bytes, text (UTF-8), or a function that writes into the file at the path it
+    is given (e.g. `faiss.write_index`, whose `fopen` keeps the temporary file's mode). The
+    temporary file is a new sibling (a random name: threads and processes never share one),
+    created with `mode` (0600 unless told otherwise; the umask can only narrow it), written,
+    fsynced, then renamed over `path` (a new inode: an old file's mode, owner or other hard
+    links do not carry over) and the folder fsynced so that the rename survives a crash.
+    With `exclusive`, an existing `path` is never replaced (FileExistsError; a hard link,
+    not a rename, so that two processes creating it together end up with the same file).
+    The temporary file is removed whatever happens."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(tmp, flags, mode)
     try:
-        new_private_file(tmp)
-        write(tmp)
-        with tmp.open("rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            if callable(content):
+                os.close(fd)
+                fd = -1
+                content(tmp)  # into the file given, not a replacement of it
+                fd = os.open(tmp, os.O_RDONLY)
+            else:
+                data = content.encode("utf-8") if isinstance(content, str) else content
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        if exclusive:
+            os.link(tmp, path)
+        else:
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+# The name the service's callers know; the same function.
+write_private = atomic_write
 
 
 def fsync_dir(folder: Path) -> None:

@@ -12,7 +12,6 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from yingyan.privacy.cipher import Keyring, KeyringError, TemplateCipher, generate_key
-from yingyan.privacy.files import fsync_dir, private_dir, private_file
+from yingyan.privacy.files import atomic_write, private_dir, private_file
 
 KEYRING_FORMAT: Final = "yingyan-keyring-1"
 ENV_KEY_FILE: Final = "YINGYAN_KEY_FILE"
@@ -114,25 +113,16 @@ def create_keyring(path: Path) -> Keyring:
     processes creating it together end up with the same one)."""
     keyring = Keyring("k1", {"k1": generate_key()})
     private_dir(path.parent, tighten=False)  # created 0700; an existing folder is the operator's
-    tmp = _write_private(path, keyring_json(keyring))
     try:
-        os.link(tmp, path)  # atomic create-if-absent
+        atomic_write(path, keyring_json(keyring) + "\n", exclusive=True)
     except FileExistsError:
         raise KeyringError(f"a key file already exists at {path}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
     return keyring
 
 
 def write_keyring(path: Path, keyring: Keyring) -> None:
     """Replace the key file atomically (readers see the old or the new keyring, never half)."""
-    tmp = _write_private(path, keyring_json(keyring))
-    try:
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    atomic_write(path, keyring_json(keyring) + "\n")
 
 
 def add_key(path: Path) -> str:
@@ -141,18 +131,6 @@ def add_key(path: Path) -> str:
     keyring, key_id = read_keyring(path).with_new_key()
     write_keyring(path, keyring)
     return key_id
-
-
-def _write_private(path: Path, text: str) -> Path:
-    """A temporary sibling of `path`, mode 0600 from its creation, written and fsynced."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    return tmp
 
 
 def _b64(value: object, where: str) -> bytes:

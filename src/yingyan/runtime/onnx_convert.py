@@ -17,8 +17,6 @@ Folding, all exact or within float rounding (the tests hold the result to dlib's
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,6 +28,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from yingyan.models import file_sha256
+from yingyan.privacy.files import atomic_write
 from yingyan.runtime.dlib_format import (
     Activation,
     Affine,
@@ -302,8 +301,9 @@ def cached_onnx(
     cache_dir: Path | None = None,
 ) -> Path:
     """The model `build` converts from `source`, built once per source file (keyed by its
-    sha256 and the converter `version`) and written atomically, so concurrent builders never
-    expose a partial file; later calls just return the path."""
+    sha256 and the converter `version`) and written by `atomic_write` (fsynced, renamed), so
+    concurrent builders never expose a partial file, nor does a crash leave one that later
+    calls would trust; later calls just return the path."""
     directory = cache_dir or default_cache_dir()
     target = directory / f"{name}-{file_sha256(source)[:12]}-c{version}.onnx"
     if target.is_file():
@@ -311,12 +311,5 @@ def cached_onnx(
     model = build(source)
     model.metadata_props.add(key="source_sha256", value=file_sha256(source))
     directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(model.SerializeToString())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, model.SerializeToString())
     return target

@@ -17,13 +17,14 @@ overwritten with zeros, its id set to -1 (excluded from results by a search-time
 the graph is rebuilt from the remaining vectors once `compact_fraction` of it is erased.
 
 Persistence: the faiss file and a JSON sidecar (`<file>.json`: kind, dimension, model, params,
-fingerprint, and `seq`, the gallery change the contents reflect) are each written to a temporary
-file, fsynced and renamed into place. A crash between the two renames leaves a sidecar whose
-fingerprint disagrees with the file, which loading detects (VectorIndexError): the caller
-rebuilds from the database. Several processes share a file: saving holds an exclusive advisory
-lock (`<file>.lock`) and never replaces a file saved at a later `seq` (a process that is behind
-must not bring back what another erased); loading holds a shared lock, so it never sees the
-faiss file of one save with the sidecar of another.
+fingerprint, and `seq`, the gallery change the contents reflect) are each written by
+`atomic_write` (a temporary 0600 sibling, fsynced, renamed into place, the folder fsynced).
+A crash between the two renames leaves a sidecar whose fingerprint disagrees with the file,
+which loading detects (VectorIndexError): the caller rebuilds from the database. Several
+processes share a file: saving holds an exclusive advisory lock (`<file>.lock`) and never
+replaces a file saved at a later `seq` (a process that is behind must not bring back what
+another erased); loading holds a shared lock, so it never sees the faiss file of one save with
+the sidecar of another.
 
 Encryption at rest: given a `TemplateCipher`, the faiss file is serialised in memory, sealed with
 AES-GCM (bound to the file's name, which names gallery and model) and written the same atomic
@@ -71,12 +72,7 @@ from yingyan.privacy.cipher import (
     UnknownKeyError,
     index_context,
 )
-from yingyan.privacy.files import (
-    private_dir,
-    private_file,
-    replace_private,
-    write_new_private,
-)
+from yingyan.privacy.files import atomic_write, private_dir, private_file
 
 if TYPE_CHECKING:
     from yingyan.privacy.cipher import TemplateCipher
@@ -313,20 +309,18 @@ class FaissIndex:
             if self.seq and _stored_seq(path) > self.seq:
                 return False
             if self._index is not None:
-                _atomic_write(path, self._writer(path, self._index))
-            text = self._manifest().to_json()
-            _atomic_write(sidecar_path(path), lambda tmp: tmp.write_text(text, "utf-8"))
+                atomic_write(path, self._content(path, self._index))
+            atomic_write(sidecar_path(path), self._manifest().to_json())
             if self._index is None:  # a stale file from before would contradict the sidecar
                 path.unlink(missing_ok=True)
         return True
 
-    def _writer(self, path: Path, index: Any) -> Callable[[Path], object]:
-        """How to write the faiss file: faiss itself, or sealed bytes when encrypting."""
+    def _content(self, path: Path, index: Any) -> bytes | Callable[[Path], object]:
+        """What the faiss file holds: faiss writes it itself, or sealed bytes when encrypting."""
         cipher = self._cipher
         if cipher is None:
             return lambda tmp: faiss.write_index(index, str(tmp))
-        blob = cipher.encrypt(faiss.serialize_index(index).tobytes(), index_context(path.name))
-        return lambda tmp: tmp.write_bytes(blob)
+        return cipher.encrypt(faiss.serialize_index(index).tobytes(), index_context(path.name))
 
     def close(self) -> None:
         """Free the memory now (not saved: call `save()` first); the object is empty after."""
@@ -489,7 +483,7 @@ def reseal_file(path: Path, cipher: TemplateCipher, *, only_plaintext: bool = Fa
     if cipher.is_current(data) or (only_plaintext and data.startswith(MAGIC)):
         return False
     blob = cipher.encrypt(_plain(path, data, cipher, migrating=True), index_context(path.name))
-    _atomic_write(path, lambda tmp: write_new_private(tmp, blob))
+    atomic_write(path, blob)
     return True
 
 
@@ -535,9 +529,3 @@ def _stored_seq(path: Path) -> int:
         return read_manifest(path).seq
     except VectorIndexError:
         return 0
-
-
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary sibling, fsync it, then rename over `path` (atomic on POSIX),
-    the file private (0600) from its creation."""
-    replace_private(path, write)
