@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
 from yingyan.cli.main import app
 from yingyan.store import Database, create_gallery, delete_subject, get_or_create_subject
 from yingyan.store.maintenance import vacuum
-from yingyan.store.repository import add_template
-from yingyan.store.tables import TemplateRow
+from yingyan.store.repository import add_template, stage_template
+from yingyan.store.tables import StagedTemplateRow, TemplateRow
 from yingyan.types import ModelId, Template
 
 from .conftest import Target
@@ -77,16 +77,62 @@ def _dead_templates(db: Database) -> int:
         )
 
 
-def _pages(db: Database) -> bytes:
-    """Every page of the templates relation as stored (pageinspect)."""
+def _pages(db: Database, table: str = "templates") -> bytes:
+    """Every page of a relation (the templates by default) as stored (pageinspect)."""
     with db.engine.connect() as c:
         pages = c.execute(
             text(
-                "SELECT get_raw_page('templates', n::int) FROM generate_series(0, "
-                "pg_relation_size('templates') / current_setting('block_size')::int - 1) n"
-            )
+                "SELECT get_raw_page(CAST(:t AS text), n::int) FROM generate_series(0, "
+                "pg_relation_size(CAST(:t AS regclass)) / current_setting('block_size')::int - 1) n"
+            ),
+            {"t": table},
         ).scalars()
         return b"".join(bytes(p) for p in pages)
+
+
+def _stage_and_erase(db: Database, n: int) -> list[bytes]:
+    """`n` templates each of two subjects, each staged for another model (a migration in
+    progress), then one subject erased: its staged rows go by the database's cascade. Returns
+    the erased staged blobs."""
+    rng = np.random.default_rng(7)
+    target = ModelId("mobilefacenet", "0123456789ab")
+    with db.session() as s:
+        g = create_gallery(
+            s, name="staff", kind="enrollment", purpose="access", legal_basis="contract",
+            model=MODEL,
+        )  # fmt: skip
+        gid = g.id
+        subjects = [
+            get_or_create_subject(s, gallery_id=gid, external_id=e)[0] for e in ("alice", "bob")
+        ]
+        for i in range(2 * n):
+            v = rng.standard_normal(DIM).astype(np.float32)
+            row, _ = add_template(
+                s,
+                subject=subjects[i % 2],
+                template=Template(v / np.linalg.norm(v), MODEL),
+                quality=0.9,
+                source_sha256=hashlib.sha256(str(i).encode()).hexdigest(),
+            )
+            w = rng.standard_normal(DIM).astype(np.float32)
+            stage_template(
+                s, source=row, template=Template(w / np.linalg.norm(w), target), quality=0.9
+            )
+        alice = subjects[0].id
+    with db.session() as s:
+        blobs = [
+            b
+            for b in s.scalars(
+                select(StagedTemplateRow.embedding).where(StagedTemplateRow.subject_id == alice)
+            )
+            if b is not None
+        ]
+        s.execute(text("ALTER TABLE staged_templates SET (autovacuum_enabled = false)"))
+    with db.session() as s:
+        assert len(delete_subject(s, gallery_id=gid, external_id="alice")) == n
+        left = select(func.count()).where(StagedTemplateRow.subject_id == alice)
+        assert s.scalar(left) == 0
+    return blobs
 
 
 def _extensions(target: Target) -> None:
@@ -119,6 +165,20 @@ def test_vacuum_full_takes_erased_bytes_out_of_the_pages(target: Target) -> None
         assert _dead_templates(db) == 0
 
 
+@POSTGRESQL
+def test_vacuum_full_takes_erased_staged_templates_out_of_the_pages(target: Target) -> None:
+    """A migration's staged templates are erased with their subject, and VACUUM FULL takes
+    their dead row versions (bytes included) out of `staged_templates` too."""
+    _extensions(target)
+    with target.open() as db:
+        blobs = _stage_and_erase(db, 40)
+        assert len(blobs) == 40 and all(b in _pages(db, "staged_templates") for b in blobs)
+        report = vacuum(db, full=True)
+        assert "staged_templates" in report.tables
+        pages = _pages(db, "staged_templates")
+        assert not any(b in pages for b in blobs)
+
+
 def test_cli_vacuum_is_audited_on_both_backends(target: Target) -> None:
     with target.open() as db:
         _enrol_and_erase(db, 200, image_bytes=4096)
@@ -130,7 +190,7 @@ def test_cli_vacuum_is_audited_on_both_backends(target: Target) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["backend"] == target.backend
-    assert {"templates", "audit_log"} <= set(report["tables"])
+    assert {"templates", "staged_templates", "audit_log"} <= set(report["tables"])
     if target.backend == "sqlite":
         assert sqlite_file.stat().st_size < size_before * 0.6  # 800 kB of images given back
         assert report["wal_truncated"] is True

@@ -14,7 +14,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from yingyan import Engine, load_image
@@ -39,19 +39,29 @@ from yingyan.privacy import (
     read_keyring,
 )
 from yingyan.privacy.cipher import MAGIC
-from yingyan.privacy.rotation import key_usage, reseal_index_files, retire_key, rotate_templates
+from yingyan.privacy.rotation import (
+    count_templates_to_scan,
+    key_usage,
+    reseal_index_files,
+    retire_key,
+    rotate_templates,
+)
 from yingyan.store import (
     ConflictError,
     Database,
     NotFoundError,
     SubjectRow,
+    TemplateOwner,
     TemplateRow,
     add_template,
     create_gallery,
     get_or_create_subject,
     iter_template_batches,
     template_vector,
+    unpack_vector,
 )
+from yingyan.store.repository import stage_no_face, stage_template
+from yingyan.store.tables import StagedTemplateRow
 from yingyan.types import ModelId, Template
 
 from ._index import stored_gallery
@@ -236,6 +246,86 @@ def test_plaintext_template_is_refused_with_a_cipher_until_migrated(db: Database
     assert np.array_equal(_read(db, tid, cipher), _unit(3))
     assert np.array_equal(_read(db, sealed, cipher), _unit(4))
     assert key_usage(db).by_key == {"k1": 1, "k2": 1} and key_usage(db).plaintext == 0
+
+
+def _staged_blobs(db: Database) -> dict[int, bytes | None]:
+    """Staged template blobs by source template id, as stored."""
+    with db.engine.connect() as c:
+        query = text("SELECT source_template_id, embedding FROM staged_templates")
+        return {int(t): (bytes(b) if b is not None else None) for t, b in c.execute(query)}
+
+
+def test_staged_templates_are_sealed_rotated_and_hold_their_key(
+    db: Database, tmp_path: Path
+) -> None:
+    """A migration's staged templates (`staged_templates`), on their own: `encryption migrate`
+    seals those in clear, rotation re-seals them (first, counted in the progress), and a key
+    that one of them still uses is not retired; rows without a face are left alone."""
+    other = ModelId("mobilefacenet", "0123456789ab")
+    key_file = tmp_path / "keys.json"
+    create_keyring(key_file)
+    old = load_cipher(key_file, None)
+    assert old is not None
+    gid = _gallery(db)
+    ids = [_add(db, gid, f"s{i}", i, old) for i in range(3)]
+    with db.session() as s:
+        rows = [s.get(TemplateRow, t) for t in ids]
+        assert all(r is not None for r in rows)
+        a, b, c = (r for r in rows if r is not None)
+        stage_template(s, source=a, template=Template(_unit(101), other), quality=0.8, cipher=old)
+        stage_template(s, source=b, template=Template(_unit(102), other), quality=0.8)  # clear
+        stage_no_face(s, source=c, target_model=str(other))
+    usage = key_usage(db)
+    assert (usage.staged_by_key, usage.plaintext_staged) == ({"k1": 1}, 1)
+    assert usage.by_key == {"k1": 3} and usage.uses("k1") == 4
+    assert count_templates_to_scan(db) == 6  # 3 templates, 3 staged rows
+
+    assert add_key(key_file) == "k2"
+    new = load_cipher(key_file, None)
+    assert new is not None
+    report = rotate_templates(db, new, only_plaintext=True)  # `yingyan encryption migrate`
+    assert (report.staged, report.staged_scanned, report.rewritten) == (1, 3, 0)
+    blobs = _staged_blobs(db)
+    sealed = blobs[ids[1]] or b""
+    assert blob_key_id(sealed) == "k2" and _unit(102).tobytes() not in sealed
+    assert key_usage(db).staged_by_key == {"k1": 1, "k2": 1}
+
+    seen: list[int] = []
+    report = rotate_templates(db, new, batch_size=2, progress=seen.append)
+    assert (report.staged, report.staged_scanned, report.rewritten) == (1, 3, 3)
+    assert seen == [2, 1, 2, 1] and sum(seen) == count_templates_to_scan(db)
+    assert key_usage(db).staged_by_key == {"k2": 2} and _staged_blobs(db)[ids[2]] is None
+
+    # Staged under k1 after the pass (a process still sealing with k1): k1 stays needed.
+    late = TemplateCipher(Keyring("k1", read_keyring(key_file).keys))
+    third = ModelId("mobilefacenet", "ba9876543210")
+    with db.session() as s:
+        row = s.get(TemplateRow, ids[2])
+        assert row is not None
+        stage_template(
+            s, source=row, template=Template(_unit(103), third), quality=0.8, cipher=late
+        )
+    with pytest.raises(KeyInUseError, match=r"1 stored template.*1 of them staged"):
+        retire_key(db, key_file, "k1")
+    assert rotate_templates(db, new).staged == 1
+    retire_key(db, key_file, "k1")
+    final = load_cipher(key_file, None)
+    assert final is not None and final.key_ids == ("k2",)
+    with db.session() as s:
+        staged = {
+            (r.source_template_id, r.target_model): r for r in s.scalars(select(StagedTemplateRow))
+        }
+        for (source, model), seed in [
+            ((ids[0], str(other)), 101),
+            ((ids[1], str(other)), 102),
+            ((ids[2], str(third)), 103),
+        ]:
+            r = staged[(source, model)]
+            assert r.embedding is not None
+            owner = TemplateOwner(r.gallery_id, r.subject_id)
+            vector = unpack_vector(r.embedding, r.dimension, final, owner=owner)
+            assert np.array_equal(vector, _unit(seed))
+        assert staged[(ids[2], str(other))].embedding is None
 
 
 # -- key sources -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -30,6 +30,9 @@ from yingyan.privacy import (
     load_cipher,
     open_cipher,
 )
+
+if TYPE_CHECKING:
+    from yingyan.privacy.rotation import RotationReport
 
 encryption_app = typer.Typer(
     help="Template encryption keys: init, rotate, retire, status, migrate.", no_args_is_help=True
@@ -113,14 +116,27 @@ def rotate(
             "rewritten": report.rewritten,
             "images_rewritten": report.images,  # a count ("images" alone is refused)
             "scanned": report.scanned,
+            "staged_rewritten": report.staged,  # a migration's staged rows (counts)
+            "staged_scanned": report.staged_scanned,
             "index_files": files,
         }
         with db.session() as s:  # key management is audited, never with key material
             record_cli(s, "encryption.rotate", details=details)
     typer.echo(
         f"{report.rewritten} of {report.scanned} template(s) and {report.images} kept image(s) "
-        f"re-encrypted under {report.active_key}; {files} index file(s) re-encrypted"
+        f"re-encrypted under {report.active_key}{_staged_note(report)}; {files} index file(s) "
+        "re-encrypted"
         + (f", {len(dropped)} unreadable one(s) removed (rebuilt on use)" if dropped else "")
+    )
+
+
+def _staged_note(report: RotationReport) -> str:
+    """The staged templates of a gallery migration between models, when there are any."""
+    if not report.staged_scanned:
+        return ""
+    return (
+        f", and {report.staged} of {report.staged_scanned} staged template(s) "
+        "(a gallery migration in progress)"
     )
 
 
@@ -159,6 +175,8 @@ def migrate(
             "templates_sealed": report.rewritten,  # counts, never the data
             "images_sealed": report.images,
             "scanned": report.scanned,
+            "staged_sealed": report.staged,
+            "staged_scanned": report.staged_scanned,
             "index_files": files,
         }
         with db.session() as s:  # audited like the other key operations
@@ -166,6 +184,11 @@ def migrate(
     typer.echo(
         f"{report.rewritten} plaintext template(s), {report.images} kept image(s) and {files} "
         f"index file(s) sealed under {report.active_key} ({report.scanned} template(s) scanned)"
+        + (
+            f", {report.staged} of {report.staged_scanned} staged template(s) sealed"
+            if report.staged_scanned
+            else ""
+        )
         + (f", {len(dropped)} unreadable index file(s) removed (rebuilt on use)" if dropped else "")
     )
 
@@ -193,7 +216,8 @@ def retire(
 @encryption_app.command("status")
 @handles_errors
 def status(key_file: KeyFileOpt = None, data: DataDirOpt = None, url: DbUrlOpt = None) -> None:
-    """Which keys encrypt how many stored templates, and how many are still plaintext."""
+    """Which keys encrypt how many stored templates, and how many are still plaintext (kept
+    images and a migration's staged templates too)."""
     from yingyan.cli.main import out
     from yingyan.privacy.rotation import key_usage
 
@@ -208,9 +232,10 @@ def status(key_file: KeyFileOpt = None, data: DataDirOpt = None, url: DbUrlOpt =
     table = Table(title=f"templates by key ({source.describe() if cipher else 'no keyring'})")
     for col in ("key", "templates", "state"):
         table.add_column(col)
-    for key_id in sorted(known | set(usage.by_key)):
+    for key_id in sorted(known | set(usage.by_key) | set(usage.staged_by_key)):
         count = usage.by_key.get(key_id, 0)
-        state = "old" if count else "old, unused: can be retired"
+        # Kept images and staged templates hold a key in use too (see `retire_key`).
+        state = "old" if usage.uses(key_id) else "old, unused: can be retired"
         if cipher is not None and key_id == cipher.active_key_id:
             state = "active"
         if key_id not in known:
@@ -225,6 +250,12 @@ def status(key_file: KeyFileOpt = None, data: DataDirOpt = None, url: DbUrlOpt =
     if usage.images_by_key or usage.plaintext_images:
         kept = ", ".join(f"{k}: {n}" for k, n in usage.images_by_key.items()) or "none sealed"
         typer.echo(f"kept images by key: {kept}; in plaintext: {usage.plaintext_images}")
+    if usage.staged_by_key or usage.plaintext_staged:
+        staged = ", ".join(f"{k}: {n}" for k, n in usage.staged_by_key.items()) or "none sealed"
+        typer.echo(
+            f"staged templates (a gallery migration between models) by key: {staged}; "
+            f"in plaintext: {usage.plaintext_staged}"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -338,8 +338,25 @@ def migrate(
     from yingyan.batch import progress_bar
     from yingyan.engine import Engine
     from yingyan.gallery import migration
+    from yingyan.store import get_gallery
 
     if abandon:
+        given = [
+            flag
+            for flag, value in (
+                ("--to-fusion", to_fusion),
+                ("--to-model", to_model),
+                ("--manifest", to_manifest),
+                ("--dry-run", dry_run),
+                ("--drop-unmigrated", drop_unmigrated),
+            )
+            if value
+        ]
+        if given:
+            raise ConfigError(
+                "--abandon deletes every staged template of the gallery, whatever its target "
+                f"model: give it without {', '.join(given)}"
+            )
         with open_service(data, url, index, key_file) as service:
             gone = migration.abandon(
                 service,
@@ -355,12 +372,14 @@ def migrate(
     if not (dry_run or yes):
         raise ConfigError("the switch erases the old model's templates: add --yes (or --dry-run)")
     base = engine_config(detector, upsample, yunet_model)
-    config = dataclasses.replace(
+    config = dataclasses.replace(  # refuses a missing file
         base, recognizer_model=to_model, recognizer_manifest=to_manifest, fusion=to_fusion
     )
-    engine = Engine(config)
-    target = str(engine.model_id)
     with open_service(data, url, index, key_file) as service:
+        with service.db.read() as s:  # an unknown gallery is refused before models load
+            get_gallery(s, name=name)
+        engine = Engine(config)
+        target = str(engine.model_id)
         if dry_run:
             _show_status(migration.status(service, name, target), as_json)
             return

@@ -9,6 +9,11 @@ source's sealed image), the change log's removes and adds (every process's index
 every process instead of being replayed into (`GalleryService`), and A's file or collection is
 removed here. Templates that cannot be migrated (no kept image, or B finds no face) are listed
 by subject: the switch is refused while there are any, unless the caller drops them.
+
+Staged templates are biometric data like the gallery's: sealed for the same owner (gallery and
+subject) as the template they replace, re-sealed by key rotation (`privacy.rotation`, which
+also refuses to retire a key one of them uses), deleted with their subject, source template or
+gallery (the database cascades), vacuumed with the other tables, and deleted by `abandon`.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from sqlalchemy.orm import Session
 from yingyan.engine import Engine
 from yingyan.errors import ConfigError, YingyanError
 from yingyan.gallery.service import GalleryService, Hook
-from yingyan.store import get_gallery, subjects_by_id
+from yingyan.store import NotFoundError, get_gallery, subjects_by_id
 from yingyan.store.repository import (
     MigrationSource,
     SwitchResult,
@@ -287,10 +292,16 @@ def switch(
 
 def abandon(service: GalleryService, gallery: str, *, audit: Hook | None = None) -> int:
     """Delete every staged template of the gallery (a migration given up: they are biometric
-    data too); returns how many. The gallery and its searches are untouched."""
+    data too); returns how many. The gallery and its searches are untouched. Refused
+    (NotFoundError, nothing audited) when the gallery has nothing staged."""
 
     def work(s: Session) -> int:
-        return discard_staged(s, gallery_id=get_gallery(s, name=gallery).id)
+        gone = discard_staged(s, gallery_id=get_gallery(s, name=gallery).id)
+        if not gone:
+            raise NotFoundError(
+                f"gallery {gallery!r} has no staged templates: no migration to abandon"
+            )
+        return gone
 
     gone = service.write(work, audit=audit)
     service.db.purge_deleted()

@@ -21,11 +21,12 @@ from sqlalchemy.exc import DBAPIError
 
 from yingyan.store.database import Database, StoreError
 
-# Templates and kept images, subjects and their metadata, consents, calibration cohorts
-# (reference templates), the change log of template ids, galleries, keys, the audit log, and
-# the watch sessions, cameras and alerts.
+# Templates and kept images, templates staged by a migration between models, subjects and
+# their metadata, consents, calibration cohorts (reference templates), the change log of
+# template ids, galleries, keys, the audit log, and the watch sessions, cameras and alerts.
 TABLES: Final[tuple[str, ...]] = (
     "templates",
+    "staged_templates",  # sealed templates of a migration's target model, until the switch
     "subjects",
     "consents",
     "calibration_profiles",
