@@ -527,3 +527,41 @@ def test_crops_follow_key_rotation(db: Database, faces: list[RGBImage]) -> None:
     only_new = TemplateCipher(new_keys.without("k1"))
     assert alert_crop(db, kept[0], actor="ada", cipher=only_new) == encode_crop(faces[0])
     assert alert_crop(db, kept[1], actor="ada", cipher=only_new) == encode_crop(faces[1])
+
+
+def test_encryption_rotate_reseals_alert_crops_so_the_old_key_retires(
+    tmp_path: Path, faces: list[RGBImage], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`yingyan encryption rotate` re-seals the alerts' best shots too: without that, an old
+    key could never be retired while an alert kept a crop under it."""
+    from typer.testing import CliRunner
+
+    from yingyan.cli.gallery import open_service
+    from yingyan.cli.main import app
+    from yingyan.privacy import read_keyring
+
+    for var in ("YINGYAN_KEY_FILE", "YINGYAN_TEMPLATE_KEY", "YINGYAN_DATABASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    data = tmp_path / "data"
+    runner = CliRunner()
+    init = runner.invoke(app, ["encryption", "init", "--data-dir", str(data)])
+    assert init.exit_code == 0, init.output
+    with open_service(data, None) as service:
+        db, cipher = service.db, service.cipher
+        subjects = _watchlist(db, "sought", 1)
+        sid = _session(db)
+        threshold = session_threshold(db, sid)
+        match = [_candidate(db, subjects[0], threshold.score + 0.05)]
+        query = Query(1, 0, 1, faces[0], 0.6)
+        alert = record_match(db, sid, "north", query, match, threshold, audit=ACTOR, cipher=cipher)
+        assert crop_key_usage(db) == {"k1": 1}
+    args = ["--data-dir", str(data)]
+    rotated = runner.invoke(app, ["encryption", "rotate", *args, "--no-progress"])
+    assert rotated.exit_code == 0 and "1 alert crop(s)" in rotated.output, rotated.output
+    retired = runner.invoke(app, ["encryption", "retire", "k1", *args])
+    assert retired.exit_code == 0, retired.output
+    assert sorted(read_keyring(data / "template-keys.json").keys) == ["k2"]
+    with open_service(data, None) as service:
+        assert crop_key_usage(service.db) == {"k2": 1}
+        crop = alert_crop(service.db, alert, actor="ada", cipher=service.cipher)
+        assert crop == encode_crop(faces[0])

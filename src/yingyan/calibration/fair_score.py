@@ -39,6 +39,7 @@ import numpy.typing as npt
 
 from yingyan.errors import DatasetError, YingyanError
 from yingyan.evaluation.metrics import cosine_pairs, threshold_at_fmr
+from yingyan.privacy.files import atomic_write
 
 Vectors = npt.NDArray[np.float32]
 FORMAT = "yingyan.fair-score/2"
@@ -174,7 +175,7 @@ class FairScoreProfile:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(profile_json(self))
+        atomic_write(path, profile_json(self), mode=0o644)  # read by servers: never half-written
 
 
 _SELF = 0.9999  # a cohort score above this is the template itself

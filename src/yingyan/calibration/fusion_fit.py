@@ -23,6 +23,7 @@ from yingyan.embedding.fusion import DLIB, FusionMember, FusionSpec, fusion_json
 from yingyan.embedding.template import normalise
 from yingyan.errors import ModelError
 from yingyan.evaluation import metrics
+from yingyan.privacy.files import atomic_write
 
 WEIGHT_GRID = np.round(np.linspace(0.05, 0.95, 19), 2)
 
@@ -73,11 +74,12 @@ def d_prime(genuine: npt.NDArray[np.float64], impostor: npt.NDArray[np.float64])
 
 def _summary(s: MemberScores) -> dict[str, Any]:
     eer, _ = metrics.equal_error_rate(s.genuine, s.impostor)
+    t3, t4 = metrics.thresholds_at_fmr(s.impostor, (1e-3, 1e-4))
     return {
         "d_prime": round(d_prime(s.genuine, s.impostor), 4),
         "eer": round(float(eer), 5),
-        "threshold_fmr_1e-3": round(metrics.threshold_at_fmr(s.impostor, 1e-3), 5),
-        "threshold_fmr_1e-4": round(metrics.threshold_at_fmr(s.impostor, 1e-4), 5),
+        "threshold_fmr_1e-3": round(t3, 5),
+        "threshold_fmr_1e-4": round(t4, 5),
     }
 
 
@@ -138,7 +140,7 @@ def _pair(s: MemberScores) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.floa
 
 def save_fusion(spec: FusionSpec, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(fusion_json(spec))
+    atomic_write(path, fusion_json(spec), mode=0o644)  # servers read it: never half-written
 
 
 def with_threshold(spec: FusionSpec, row: dict[str, Any]) -> FusionSpec:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from yingyan.cli.audit import record_cli
+from yingyan.cli.audit import cli_actor, record_cli
 from yingyan.cli.gallery import DataDirOpt, DbUrlOpt, data_dir, open_store
 from yingyan.cli.options import handles_errors
 from yingyan.errors import ConfigError
@@ -98,6 +98,7 @@ def rotate(
         reseal_index_files,
         rotate_templates,
     )
+    from yingyan.watch.alerts import reseal_crops
 
     folder = data_dir(data)
     source = resolve_source(key_file, folder)
@@ -111,9 +112,11 @@ def rotate(
             db, cipher, batch_size=batch_size, progress=lambda n: bar.advance(task, n)
         )
         files, dropped = reseal_index_files(folder / "index", cipher)
+        crops = reseal_crops(db, cipher, actor=cli_actor())  # alerts' best shots
         details = {
             "active_key": report.active_key,
             "rewritten": report.rewritten,
+            "crops_rewritten": crops,
             "images_rewritten": report.images,  # a count ("images" alone is refused)
             "scanned": report.scanned,
             "staged_rewritten": report.staged,  # a migration's staged rows (counts)
@@ -125,7 +128,7 @@ def rotate(
     typer.echo(
         f"{report.rewritten} of {report.scanned} template(s) and {report.images} kept image(s) "
         f"re-encrypted under {report.active_key}{_staged_note(report)}; {files} index file(s) "
-        "re-encrypted"
+        f"and {crops} alert crop(s) re-encrypted"
         + (f", {len(dropped)} unreadable one(s) removed (rebuilt on use)" if dropped else "")
     )
 
@@ -157,6 +160,7 @@ def migrate(
         reseal_index_files,
         rotate_templates,
     )
+    from yingyan.watch.alerts import reseal_crops
 
     folder = data_dir(data)
     cipher = service_cipher(key_file, folder)  # creates the default key file, like gallery ones
@@ -170,9 +174,11 @@ def migrate(
             only_plaintext=True,
         )
         files, dropped = reseal_index_files(folder / "index", cipher, only_plaintext=True)
+        crops = reseal_crops(db, cipher, actor=cli_actor(), only_plaintext=True)
         details = {
             "active_key": report.active_key,
             "templates_sealed": report.rewritten,  # counts, never the data
+            "crops_sealed": crops,
             "images_sealed": report.images,
             "scanned": report.scanned,
             "staged_sealed": report.staged,
@@ -183,7 +189,8 @@ def migrate(
             record_cli(s, "encryption.migrate", details=details)
     typer.echo(
         f"{report.rewritten} plaintext template(s), {report.images} kept image(s) and {files} "
-        f"index file(s) sealed under {report.active_key} ({report.scanned} template(s) scanned)"
+        f"index file(s) sealed under {report.active_key} ({report.scanned} template(s) scanned"
+        f", {crops} alert crop(s) sealed)"
         + (
             f", {report.staged} of {report.staged_scanned} staged template(s) sealed"
             if report.staged_scanned

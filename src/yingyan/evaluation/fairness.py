@@ -28,7 +28,7 @@ from yingyan.detection import most_central
 from yingyan.engine import Engine
 from yingyan.errors import DatasetError, YingyanError
 from yingyan.evaluation.lfw import image_dir, read_pairs
-from yingyan.evaluation.metrics import fmr_at, threshold_at_fmr
+from yingyan.evaluation.metrics import fmr_at, threshold_at_fmr, thresholds_at_fmr
 
 Vectors = npt.NDArray[np.float32]
 ScoreFn = Callable[[Vectors, Vectors], npt.NDArray[np.float64]]
@@ -333,7 +333,8 @@ def build_report(
     vectors = _stack([acquired[i] for i in sample])
     scores = score(vectors, vectors)
     everything = scores[pair_mask([images[i].identity for i in sample])]
-    thresholds = {f"{t:g}": threshold_at_fmr(everything, t) for t in targets}
+    found = thresholds_at_fmr(everything, targets)  # one partition for every target
+    thresholds = {f"{t:g}": v for t, v in zip(targets, found, strict=True)}
     position = {i: k for k, i in enumerate(sample)}
 
     stats, per_group_scores, per_group_ids, curves = [], {}, {}, {}

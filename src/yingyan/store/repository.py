@@ -670,8 +670,14 @@ def reencrypt_templates(
     progress. The one place data in clear is accepted once a key is configured."""
     batch_size = _db_int(batch_size, "batch_size", low=1)
     after_id = _db_int(after_id, "after_id")
-    query = (select(TemplateRow).where(TemplateRow.id > after_id).order_by(TemplateRow.id)).limit(
-        batch_size
+    # Locked (PostgreSQL): a template erased meanwhile waits for this batch, never vanishes
+    # under its update.
+    query = (
+        select(TemplateRow)
+        .where(TemplateRow.id > after_id)
+        .order_by(TemplateRow.id)
+        .limit(batch_size)
+        .with_for_update()
     )
     rows = list(session.scalars(query))
     rewritten = images = 0
