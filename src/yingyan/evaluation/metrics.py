@@ -7,6 +7,7 @@ TAR     = 1 - FNMR ("true accept rate"), FAR is used as FMR here, as the literat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -90,7 +91,8 @@ def thresholds_at_fmr(impostor: Scores, targets: Sequence[float]) -> list[float]
     i = _arr(impostor)
     if not all(t >= 0 for t in targets):  # NaN fails too
         raise ValueError(f"target FMRs must be >= 0, not {list(targets)}")
-    allowed = [int(np.floor(t * i.size)) for t in targets]  # impostors at or above it
+    # impostors allowed at or above it; the epsilon keeps 0.29 * 100 = 28.999... at 29
+    allowed = [math.floor(t * i.size + 1e-9) for t in targets]
     ranks = sorted({i.size - a - 1 for a in allowed if a < i.size})
     if ranks:
         i = np.partition(i, ranks)  # each of these ranks now holds its sorted value
