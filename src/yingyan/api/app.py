@@ -1,7 +1,8 @@
 """The FastAPI application: built by `create_app(settings)`, resources opened in its lifespan.
 
-Layers, outermost first: body-size limit → request id, metrics and access log → routes, each
-with its key/role dependency → errors turned into JSON. Inference runs in worker processes.
+Layers, outermost first: request id, metrics and access log → body-size limit → routes, each
+with its key/role dependency and its key's rate limit → errors turned into JSON. Inference runs
+in worker processes, which admit a bounded number of jobs (api/backpressure.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from yingyan import __version__
 from yingyan.access.keys import authenticate, count_active_keys, create_key, list_keys
-from yingyan.api import compreface, errors, schemas
+from yingyan.api import backpressure, compreface, errors, schemas
 from yingyan.api.inference import InferencePool
 from yingyan.api.observability import (
     BodyLimitMiddleware,
@@ -110,7 +111,8 @@ def open_state(settings: Settings, metrics: Metrics) -> AppState:
     for config in configs:
         if config.fusion is not None:
             load_fusion(config.fusion)  # its thresholds, known here too (the workers' are apart)
-    pool = InferencePool(configs, settings.workers, settings.max_faces)
+    jobs = backpressure.job_limit(settings)  # admitted at once: a full pool answers 503
+    pool = InferencePool(configs, settings.workers, settings.max_faces, jobs)
     return AppState(settings, service.db, service, pool, metrics)
 
 
@@ -280,10 +282,12 @@ def create_app(settings: Settings | None = None, announce: Announce | None = Non
     )
     install_docs(app, public=settings.public_docs)
     errors.install(app)
-    for module in (system, galleries, subjects, biometrics, audit, watch, alerts):
-        app.include_router(module.router)
-    app.include_router(compreface.router)
+    backpressure.install(app, settings, metrics)
+    app.include_router(system.router)  # /health, /ready: no key; /metrics: not rate-limited
+    for module in (galleries, subjects, biometrics, audit, watch, alerts, compreface):
+        app.include_router(module.router, dependencies=backpressure.PER_KEY)  # keys' rate limits
     schemas.install_links(app)  # OpenAPI links: create → read, change, delete
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
+    # The last added runs first: the access log and metrics see the body limit's 413s too.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     return app

@@ -47,24 +47,32 @@ STATUS: Final[dict[str, int]] = {
     "model_unavailable": 503,
     "not_ready": 503,
     "inference_unavailable": 503,
+    "overloaded": 503,  # the inference pool is full (api/backpressure.py): with Retry-After
+    "rate_limited": 429,  # the key is over its role's rate limit: with Retry-After
 }
 
 
 class ApiError(YingyanError):
-    """An error raised by the API layer itself, with its code chosen per case."""
+    """An error raised by the API layer itself, with its code chosen per case; `retry_after`
+    (seconds) is sent as the `Retry-After` header."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.retry_after = retry_after
 
 
 def status_of(code: str) -> int:
     return STATUS.get(code, 400)
 
 
-def error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:
+def error_response(
+    request: Request, status: int, code: str, message: str, *, retry_after: int | None = None
+) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None)
-    headers = {"WWW-Authenticate": "ApiKey"} if status == 401 else None
+    headers = {"WWW-Authenticate": "ApiKey"} if status == 401 else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     if request.url.path.startswith(COMPREFACE_PREFIXES):
         body: dict[str, object] = {"message": message, "code": code}
     else:
@@ -75,7 +83,10 @@ def error_response(request: Request, status: int, code: str, message: str) -> JS
 def install(app: FastAPI) -> None:
     @app.exception_handler(YingyanError)
     async def _yingyan(request: Request, exc: YingyanError) -> JSONResponse:
-        return error_response(request, status_of(exc.code), exc.code, exc.message)
+        retry_after = exc.retry_after if isinstance(exc, ApiError) else None
+        return error_response(
+            request, status_of(exc.code), exc.code, exc.message, retry_after=retry_after
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -14,6 +14,12 @@ ProcessPoolExecutor: every job in it fails and it accepts no more. The pool is t
 by a new one (at most once per broken pool, however many requests saw it break) and the
 requests that were in it are run again once: inference is idempotent, so a retry is safe.
 While the replacement loads its models the pool is not ready (`/ready` answers 503).
+
+The pool admits at most `max_jobs` jobs at once, running or waiting: the bound is checked
+before a job (and its image bytes) is handed to the executor, whose own queue is unbounded,
+and one more is refused at once with `overloaded` (503, `Retry-After`) instead of waiting. So
+the images the pool holds stay under `max_jobs × max_upload_bytes` whatever the load (see
+api/backpressure.py for the other bounds).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from yingyan.types import Face, ModelId
 T = TypeVar("T")
 log = logging.getLogger("yingyan.api")
 ATTEMPTS = 2  # a job whose pool broke is run once more on the replacement
+RETRY_AFTER_S = 1  # told to a request refused for a full pool: a slot frees within a job's time
 
 # The engines of this worker process, set once by `_start_worker`. Module state is how a
 # process pool hands per-process resources to its jobs; the server process never reads it
@@ -99,11 +106,19 @@ class InferencePool:
     """`await pool.faces(image_bytes)` runs the engine in a worker and returns its faces."""
 
     def __init__(
-        self, configs: EngineConfig | Sequence[EngineConfig], workers: int, max_faces: int
+        self,
+        configs: EngineConfig | Sequence[EngineConfig],
+        workers: int,
+        max_faces: int,
+        max_jobs: int | None = None,
     ) -> None:
         self.configs = (configs,) if isinstance(configs, EngineConfig) else tuple(configs)
         self.workers = workers
         self.max_faces = max_faces
+        self.max_jobs = max_jobs  # jobs admitted at once, running or waiting (None: no bound)
+        self.admitted = 0  # jobs admitted now
+        self.peak_admitted = 0  # the most admitted at once since start
+        self.overloaded = 0  # jobs refused for a full pool since start
         self.info: EngineInfo | None = None
         self.replacements = 0  # pools replaced since start (each after a worker died)
         self._executor = self._new_executor()
@@ -160,8 +175,26 @@ class InferencePool:
         self, data: bytes, *, embed: bool = True, policy: str = "all", model: str | None = None
     ) -> list[Face]:
         """The image's faces, embedded by the engine of `model` (a gallery's: its probes must
-        be of its model) or the main one."""
-        return await self._run(partial(_faces, data, embed, self.max_faces, policy, model))
+        be of its model) or the main one. ApiError `overloaded` at once if the pool has
+        `max_jobs` jobs already."""
+        self._admit()
+        try:
+            return await self._run(partial(_faces, data, embed, self.max_faces, policy, model))
+        finally:
+            self.admitted -= 1
+
+    def _admit(self) -> None:
+        # No await between the check and the count: on the event loop they are one step.
+        if self.max_jobs is not None and self.admitted >= self.max_jobs:
+            self.overloaded += 1
+            raise ApiError(
+                "overloaded",
+                f"the service is at capacity ({self.max_jobs} images being analysed or "
+                f"waiting): retry in {RETRY_AFTER_S} s",
+                retry_after=RETRY_AFTER_S,
+            )
+        self.admitted += 1
+        self.peak_admitted = max(self.peak_admitted, self.admitted)
 
     async def _run(self, job: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()

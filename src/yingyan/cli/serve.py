@@ -68,4 +68,17 @@ def register(app: typer.Typer) -> None:
         given = {"host": host, "port": port, "data_dir": data_dir, "workers": workers}
         settings = load_settings(**{k: v for k, v in given.items() if v is not None})
         app = create_app(settings, announce=_announce)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            limit_concurrency=concurrency_limit(settings.max_connections),
+        )
+
+
+def concurrency_limit(max_connections: int | None) -> int | None:
+    """uvicorn's `limit_concurrency` serving `max_connections` at once: uvicorn answers 503
+    once the open connections (the new one included) or running requests reach its limit."""
+    return None if max_connections is None else max_connections + 1
