@@ -335,7 +335,8 @@ _ERRORS = {
     413: "request body or image too large",
     415: "unsupported content type or image format",
     422: "invalid parameters, or no face / too many faces / several faces",
-    503: "not ready (database or models unavailable)",
+    429: "over the key's rate limit: retry after Retry-After seconds",
+    503: "not ready (database or models unavailable), or overloaded: retry after Retry-After",
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text} for status, text in _ERRORS.items()

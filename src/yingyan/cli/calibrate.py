@@ -1,5 +1,6 @@
-"""`yingyan calibrate`: fit a label-free fair-score profile, and pick a threshold that holds
-for the worst measured group."""
+"""`yingyan calibrate`: fit a label-free fair-score profile, pick a threshold that holds for
+the worst measured group, fit a fusion, and measure the impostor tail of the CompreFace
+similarity scale."""
 
 from __future__ import annotations
 
@@ -214,6 +215,95 @@ def _store_in_fusion(
         f"{spec.model_id}: threshold {label} = {row['score']} stored, thresholds version "
         f"{spec.thresholds_version} → {into}",
         markup=False,
+    )
+
+
+@calibrate_app.command("tail")
+@handles_errors
+def tail(
+    root: Annotated[Path, typer.Option(help="LFW folder: pairs.txt + lfw-deepfunneled/")],
+    into: Annotated[
+        Path | None,
+        typer.Option(help="fusion file: measure with it and store the tail in it"),
+    ] = None,
+    max_images: Annotated[
+        int | None, typer.Option(min=100, help="only the first N view-2 images")
+    ] = None,
+    detector: DetectorOpt = DEFAULT_DETECTOR,
+    yunet_model: YunetOpt = None,
+    workers: WorkersOpt = None,
+) -> None:
+    """The impostor tail the CompreFace similarity is read through: -log10 FMR of every pair of
+    images of different people in LFW view 2, every 0.25 decade. Prints the tail table for the
+    recognizer's manifest; with --into, the fusion is measured and the tail stored in its file
+    as a new tail version (its model id, hence its templates, unchanged)."""
+    import os
+    import shlex
+
+    from yingyan.calibration.fusion_fit import save_fusion
+    from yingyan.comparison.similarity import SimilarityScale, tail_toml, threshold_score_at
+    from yingyan.comparison.thresholds import default_threshold
+    from yingyan.embedding.fusion import load_fusion, with_tail
+    from yingyan.engine import Engine
+    from yingyan.errors import ConfigError
+    from yingyan.evaluation.similarity_tail import (
+        all_impostor_scores,
+        view2_tail,
+        view2_templates,
+    )
+
+    config = engine_config(detector, None, yunet_model)
+    if into is not None:
+        if config.recognizer_model is not None:
+            raise ConfigError("--into measures a fusion: unset YINGYAN_RECOGNIZER_MODEL")
+        config = _into_config(config, into, False)
+        load_fusion(into)  # an edited or malformed file fails before any work
+    if not (root / "pairs.txt").is_file():
+        raise ConfigError(f"--root {root}: no pairs.txt (LFW view 2) there")
+    model = Engine(config).model_id  # a fusion is loaded here: its thresholds become known
+    env = [
+        f"{k}={shlex.quote(os.environ[k])}"
+        for k in ("YINGYAN_RECOGNIZER_MODEL", "YINGYAN_RECOGNIZER_MANIFEST")
+        if os.environ.get(k)
+    ]
+    options = [f"--root {shlex.quote(str(root))}", f"--detector {detector}"]
+    if config.yunet_model is not None and detector == "yunet":
+        options.append(f"--yunet-model {shlex.quote(str(config.yunet_model))}")
+    options += [f"--max-images {max_images}"] if max_images else []
+    options += [f"--into {shlex.quote(str(into))}"] if into is not None else []
+    command = " ".join([*env, "yingyan calibrate tail", *options])
+
+    t = view2_templates(root, config, workers=workers, max_images=max_images)
+    impostor = all_impostor_scores(t.names, t.vectors)
+    measured = view2_tail(t, impostor, model.name, detector, command)
+    out.print(
+        f"{model}: tail of {len(impostor):,} impostor pairs ({len(t.names)} of "
+        f"{len(t.selected)} images), {len(measured.scores)} knots down to FMR "
+        f"1e-{measured.decades[-1]:g}",
+        markup=False,
+    )
+    try:
+        anchor = default_threshold(str(model))
+    except ConfigError:
+        anchor = None
+    if anchor is not None:
+        scale = SimilarityScale("tail", anchor.score, measured)
+        for s in (0.5, 0.9, 0.99):
+            cut = threshold_score_at(scale, s)
+            out.print(
+                f"similarity {s} (0.5 = {anchor.name} {anchor.score}): cosine {cut:.4f}, "
+                f"FMR promised {scale.fmr_at(s):.1e}, on these pairs "
+                f"{float(np.mean(impostor >= cut)):.1e}",
+                markup=False,
+            )
+    if into is None:
+        out.print(f"\nthe [tail] table of {model.name}'s manifest:\n", markup=False)
+        out.print(tail_toml(measured), markup=False, soft_wrap=True)
+        return
+    spec = with_tail(load_fusion(into), measured)
+    save_fusion(spec, into)
+    out.print(
+        f"{spec.model_id}: tail stored, tail version {spec.tail_version} → {into}", markup=False
     )
 
 

@@ -13,19 +13,34 @@ match rate:
 so each +1/GAIN of logit divides the FMR by ten, whatever the threshold. The mapping is strictly
 increasing (ranks are kept) and only presents scores: every decision stays with the threshold.
 
+A tail is data carried with the model's description, like its thresholds: a built-in
+recognizer's in its manifest (`embedding/manifests/*.toml`, `[tail]`: dlib's ResNet and
+MobileFaceNet, measured on LFW view 2 by `python benchmarks/similarity_scale.py --fit` or
+`yingyan calibrate tail`), a user's manifest's `[tail]` (pinned weights), a fusion's in its
+fusion file (`yingyan calibrate tail --into FUSION`, versioned apart from the model id like its
+thresholds); the last two are made known here when they are loaded.
+`scale_for` picks the tail of the model id it is given, and only for the weights (or fusion)
+it was measured on.
+
 A scale without a measured tail (a cohort-calibrated gallery's normalised scores, a model with
-no measured tail) uses a logistic in the score, 0.5 at its threshold; its FMR at other points is
-not measured. A model with neither a default nor a gallery threshold keeps the cosine clipped to
-[0, 1] ("uncalibrated").
+no measured tail: the ArcFace family) uses a logistic in the score, 0.5
+at its threshold; its FMR at other points is not measured. A model with neither a default nor a
+gallery threshold keeps the cosine clipped to [0, 1] ("uncalibrated").
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from yingyan.errors import ConfigError
 
 # Each 1/GAIN of logit(similarity) is one decade of FMR: 0.99 is 2.3 decades below 0.5.
 GAIN = 2.0
@@ -39,7 +54,9 @@ class Tail:
     model: str
     scores: tuple[float, ...]
     decades: tuple[float, ...]
-    source: str
+    source: str  # what it was measured on, with the command
+    dataset: str | None = None
+    measured: str | None = None  # ISO date
 
     def __post_init__(self) -> None:
         if len(self.scores) < 4 or len(self.scores) != len(self.decades):
@@ -68,48 +85,136 @@ class Tail:
         return float(np.interp(decades, ys, xs))
 
 
-# Measured by `python benchmarks/similarity_scale.py --fit` on LFW view 2 (pairs.txt, its
-# 7,701 images) with `EngineConfig()`: every pair of images of different people.
-_DLIB_TAIL = Tail(
-    model="dlib_resnet_v1",
-    scores=(
-        0.6481,
-        0.8337,
-        0.8559,
-        0.8706,
-        0.8816,
-        0.8905,
-        0.8980,
-        0.9044,
-        0.9101,
-        0.9153,
-        0.9200,
-        0.9244,
-        0.9285,
-        0.9323,
-        0.9359,
-        0.9394,
-        0.9428,
-        0.9459,
-        0.9488,
-        0.9516,
-        0.9542,
-        0.9566,
-        0.9586,
-        0.9606,
-        0.9630,
-    ),
-    decades=tuple(0.25 * k for k in range(25)),
-    source="LFW view 2 (pairs.txt, 7,701 images), EngineConfig() (hog+cnn, flip): "
-    "29,640,749 pairs of images of different people, -log10 FMR every 0.25 decade down to "
-    "1e-6: `python benchmarks/similarity_scale.py --fit`",
-)
-_TAILS = {_DLIB_TAIL.model: _DLIB_TAIL}
+TAIL_KEYS = {"scores", "decades", "source", "dataset", "measured"}
+
+
+def parse_tail(model: str, row: object, source: str) -> Tail:
+    """A validated tail from a manifest's `[tail]` table or a fusion file's `tail` entry."""
+    if not isinstance(row, Mapping):
+        raise ConfigError(f"{source}: the tail must be a table (scores, decades, source)")
+    missing = {"scores", "decades", "source"} - set(row)
+    if missing:
+        raise ConfigError(f"{source}: the tail needs {', '.join(sorted(missing))}")
+    unknown = set(row) - TAIL_KEYS
+    if unknown:
+        raise ConfigError(f"{source}: unknown tail key(s) {', '.join(sorted(unknown))}")
+    knots = []
+    for key in ("scores", "decades"):
+        values = row[key]
+        if not isinstance(values, list | tuple) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in values
+        ):
+            raise ConfigError(f"{source}: tail {key!r} must be a list of numbers")
+        knots.append(tuple(float(v) for v in values))
+    scores, decades = knots
+    if any(not -1.0 <= v <= 1.0 for v in scores):
+        raise ConfigError(f"{source}: tail scores must lie in [-1, 1]")
+    if any(v < 0 for v in decades):
+        raise ConfigError(f"{source}: tail decades (-log10 FMR) must be >= 0")
+    try:
+        return Tail(
+            model,
+            scores,
+            decades,
+            str(row["source"]),
+            dataset=_opt_str(row.get("dataset")),
+            measured=_opt_str(row.get("measured")),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def tail_row(tail: Tail) -> dict[str, Any]:
+    """The entry `parse_tail` reads back (a fusion file's `tail`)."""
+    row: dict[str, Any] = {"scores": list(tail.scores), "decades": list(tail.decades)}
+    row |= {k: getattr(tail, k) for k in ("dataset", "measured") if getattr(tail, k) is not None}
+    return row | {"source": tail.source}
+
+
+def tail_toml(tail: Tail) -> str:
+    """The `[tail]` table of a recognizer manifest holding this tail."""
+    lines = ["[tail]"]
+    for key in ("dataset", "measured"):
+        if getattr(tail, key) is not None:
+            lines.append(f"{key} = {json.dumps(getattr(tail, key))}")
+    lines.append(f"source = {json.dumps(tail.source)}")
+    lines.append("scores = [" + ", ".join(f"{s:.4f}" for s in tail.scores) + "]")
+    lines.append("decades = [" + ", ".join(f"{d:g}" for d in tail.decades) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def fit_tail(
+    impostor: npt.ArrayLike,
+    model: str,
+    source: str,
+    *,
+    dataset: str | None = None,
+    measured: str | None = None,
+    step: float = 0.25,
+    min_count: int = 30,
+) -> Tail:
+    """The tail of impostor scores: the score at FMR 10^-(step k) for k = 0, 1, ... down to
+    the FMR that `min_count` impostors still observe (scores rounded to 4 decimals; a knot
+    whose rounded score does not exceed the previous one is left out)."""
+    ordered = np.sort(np.asarray(impostor, dtype=np.float64).ravel())[::-1]
+    n = len(ordered)
+    scores: list[float] = []
+    decades: list[float] = []
+    for k in range(0, 1000):
+        count = round(10 ** (-step * k) * n)
+        if count < min_count:
+            break
+        score = round(float(ordered[count - 1]), 4)
+        if not scores or score > scores[-1]:
+            scores.append(score)
+            decades.append(round(step * k, 4))
+    if len(scores) < 4:
+        raise ValueError(f"{n} impostor scores give {len(scores)} knots; a tail needs four")
+    return Tail(model, tuple(scores), tuple(decades), source, dataset=dataset, measured=measured)
+
+
+# Tails of loaded fusions and user manifests, by full model id ("fusion:name@digest",
+# "name@sha256 prefix"), registered on load.
+_LOADED: dict[str, Tail] = {}
+
+
+def register_tail(model_id: str, tail: Tail) -> None:
+    """Make a loaded model's (a fusion's, a user manifest's) tail known to `measured_tail`."""
+    _LOADED[model_id] = tail
+
+
+@cache
+def _built_in() -> dict[str, tuple[Tail, str | None]]:
+    """The built-in manifests' tails with the sha256 of the weights they were measured on."""
+    from yingyan.embedding.manifest import BUILT_IN, built_in_manifest
+
+    manifests = (built_in_manifest(name) for name in BUILT_IN)
+    return {m.name: (m.tail, m.sha256) for m in manifests if m.tail is not None}
 
 
 def measured_tail(model: str) -> Tail | None:
-    """The measured impostor tail of a model (its id, with or without `@version`), if any."""
-    return _TAILS.get(model.split("@")[0])
+    """The measured impostor tail of a model id (with or without `@version`), if any: a
+    loaded fusion's or user manifest's, else a built-in manifest's `[tail]` (only for the
+    weights it pins)."""
+    name, _, version = model.partition("@")
+    if version and model in _LOADED:
+        return _LOADED[model]
+    if not version:
+        loaded = [t for key, t in _LOADED.items() if key.partition("@")[0] == name]
+        if len(loaded) == 1:
+            return loaded[0]
+    built = _built_in().get(name)
+    if built is None:
+        return None
+    tail, sha = built
+    if version and sha and not sha.startswith(version[:12]):
+        return None  # measured on other weights
+    return tail
 
 
 # Logistic widths (score units per unit of logit) where no tail is measured. Cosine of another
@@ -159,8 +264,10 @@ def _logit(p: float) -> float:
 
 
 def scale_for(model: str, threshold: float | None, *, normalised: bool = False) -> SimilarityScale:
-    """The scale of one context: the model's measured tail for cosine scores, a logistic for a
-    calibrated gallery's normalised scores, and the clipped cosine when nothing is known."""
+    """The scale of one context: the measured tail of `model` (the probe's and gallery's model
+    id: a built-in manifest's for its pinned weights, a loaded fusion's) for cosine scores, a
+    logistic for a calibrated gallery's normalised scores or a model without a measured tail,
+    and the clipped cosine when no threshold is known."""
     if threshold is None:
         return SimilarityScale("uncalibrated", math.nan)
     tail = None if normalised else measured_tail(model)

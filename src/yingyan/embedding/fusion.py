@@ -14,20 +14,24 @@ a digest of the members, so templates of two fusions never mix.
 Its shipped thresholds travel in the same file, versioned apart from the model id: measuring
 them again (`yingyan calibrate threshold --into FUSION`) changes no template, so it must not
 force re-enrolment; the thresholds carry their own version and digest, checked at load, so a
-hand-edited threshold is refused like an edited member."""
+hand-edited threshold is refused like an edited member. Its impostor tail (the CompreFace
+similarity scale, `comparison/similarity.py`) is presentation data of the same kind and is kept
+the same way: `tail`, with its own version and digest and outside the model id, written by
+`yingyan calibrate tail --into FUSION` (or `benchmarks/similarity_scale.py --fit --into`)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from yingyan.comparison.similarity import Tail, parse_tail, register_tail, tail_row
 from yingyan.comparison.thresholds import ThresholdSet, parse_thresholds, register_thresholds
 from yingyan.embedding.template import normalise
 from yingyan.errors import ModelError, YingyanError
@@ -59,6 +63,8 @@ class FusionSpec:
     created_at: str = ""
     thresholds: tuple[dict[str, Any], ...] = ()  # shipped operating points (rows)
     thresholds_version: int = 0  # bumped each time they are measured again
+    tail: Tail | None = None  # the fused score's measured impostor tail
+    tail_version: int = 0  # bumped each time it is measured again
 
     def __post_init__(self) -> None:
         if len(self.members) < 2:
@@ -81,6 +87,12 @@ class FusionSpec:
     @property
     def thresholds_digest(self) -> str:
         body = json.dumps([self.thresholds_version, list(self.thresholds)], sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()[:12]
+
+    @property
+    def tail_digest(self) -> str:
+        row = tail_row(self.tail) if self.tail is not None else None
+        body = json.dumps([self.tail_version, row], sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()[:12]
 
     def threshold_set(self) -> ThresholdSet | None:
@@ -125,12 +137,42 @@ def fusion_json(spec: FusionSpec) -> str:
             "digest": spec.thresholds_digest,
             "entries": list(spec.thresholds),
         }
+    if spec.tail is not None:
+        body["tail"] = {"version": spec.tail_version, "digest": spec.tail_digest} | tail_row(
+            spec.tail
+        )
     return json.dumps(body, indent=2)
+
+
+def with_tail(spec: FusionSpec, tail: Tail) -> FusionSpec:
+    """The fusion with its impostor tail measured again: a new tail version, the same model id
+    (templates do not change, so nothing needs re-enrolling)."""
+    if tail.model != spec.model_id.name:
+        raise ModelError(f"a tail of {tail.model} is not one of fusion {spec.model_id.name}")
+    return replace(spec, tail=tail, tail_version=spec.tail_version + 1)
+
+
+def _tail(doc: dict[str, Any], name: str, path: Path) -> tuple[Tail | None, int, str | None]:
+    """The file's tail entry: (tail, version, digest as written)."""
+    entry = doc.get("tail")
+    if entry is None:
+        return None, 0, None
+    if not isinstance(entry, dict) or "version" not in entry:
+        raise ModelError(f"fusion file {path}: malformed tail (a table with a version)")
+    row = {k: v for k, v in entry.items() if k not in ("version", "digest")}
+    try:
+        tail = parse_tail(f"fusion:{name}", row, f"fusion file {path}")
+        version = int(entry["version"])
+    except YingyanError as exc:
+        raise ModelError(exc.message) from None
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"fusion file {path}: malformed tail version ({exc})") from None
+    return tail, version, entry.get("digest")
 
 
 def load_fusion(path: Path) -> FusionSpec:
     """A fusion file, validated; a clear ModelError for anything malformed. Its thresholds
-    become known to `get_threshold` under its model id."""
+    become known to `get_threshold` and its tail to `measured_tail` under its model id."""
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -138,6 +180,7 @@ def load_fusion(path: Path) -> FusionSpec:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ModelError(f"fusion file {path}: not a {FORMAT} file")
     thresholds = doc.get("thresholds", {"version": 0, "entries": []})
+    tail, tail_version, tail_digest = _tail(doc, str(doc.get("name")), path)
     try:
         members = tuple(FusionMember(**m) for m in doc["members"])
         spec = FusionSpec(
@@ -148,6 +191,8 @@ def load_fusion(path: Path) -> FusionSpec:
             created_at=str(doc.get("created_at", "")),
             thresholds=tuple(dict(t) for t in thresholds["entries"]),
             thresholds_version=int(thresholds["version"]),
+            tail=tail,
+            tail_version=tail_version,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"fusion file {path}: malformed ({exc})") from None
@@ -158,12 +203,19 @@ def load_fusion(path: Path) -> FusionSpec:
             f"fusion file {path}: thresholds edited by hand (their digest differs); "
             "measure them with `yingyan calibrate threshold --into`"
         )
+    if spec.tail is not None and tail_digest != spec.tail_digest:
+        raise ModelError(
+            f"fusion file {path}: tail edited by hand (its digest differs); measure it with "
+            "`yingyan calibrate tail --into`"
+        )
     try:
         measured = spec.threshold_set()
     except YingyanError as exc:
         raise ModelError(f"fusion file {path}: {exc.message}") from None
     if measured is not None:
         register_thresholds(measured)
+    if spec.tail is not None:
+        register_tail(str(spec.model_id), spec.tail)
     return spec
 
 

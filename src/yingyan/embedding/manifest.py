@@ -2,8 +2,10 @@
 
 A manifest (TOML) states the input size, colour order, normalisation, layout, batch handling,
 alignment template, output dimension, the model's name and pinned sha256, its licence and what
-it was trained on. Nothing is sniffed from the graph: the graph is only checked against the
-manifest, so a wrong manifest fails loudly at load instead of giving quietly wrong templates.
+it was trained on; for pinned weights also the shipped thresholds (`[[threshold]]`) and the
+impostor tail the CompreFace similarity is read through (`[tail]`). Nothing is sniffed from the
+graph: the graph is only checked against the manifest, so a wrong manifest fails loudly at load
+instead of giving quietly wrong templates.
 
 Where a manifest comes from, for a recognizer file at `path` (first match wins):
 1. the one configured (`recognizer_manifest`: a file, or a built-in name such as "arcface");
@@ -19,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from yingyan.comparison.similarity import Tail, parse_tail, register_tail
 from yingyan.comparison.thresholds import ThresholdSet, parse_thresholds
 from yingyan.errors import ConfigError, ModelError
 from yingyan.models import file_sha256
@@ -37,6 +40,7 @@ _SECTIONS: dict[str, set[str]] = {
     "output": {"dimension"},
 }
 _THRESHOLDS = "threshold"  # [[threshold]]: named operating points measured for these weights
+_TAIL = "tail"  # [tail]: the impostor tail the CompreFace similarity is read through
 _CHOICES: dict[str, tuple[str, ...]] = {
     "format": ("onnx", "dlib"),
     "colour": ("RGB", "BGR"),
@@ -70,6 +74,7 @@ class RecognizerManifest:
     notes: str = ""
     source: str = "built-in"  # where the manifest was read from
     thresholds: ThresholdSet | None = None  # shipped operating points (pinned weights only)
+    tail: Tail | None = None  # measured impostor tail (pinned weights only)
 
     def model_name(self, model_path: Path) -> str:
         """The name templates carry: a family names the file too, so weights never mix."""
@@ -135,7 +140,7 @@ def _triple(part: dict[str, Any], key: str, default: float, source: str) -> tupl
 
 def parse_manifest(doc: dict[str, Any], source: str) -> RecognizerManifest:
     """A validated manifest from a parsed TOML document; every problem is named."""
-    unknown = set(doc) - set(_SECTIONS) - {_THRESHOLDS}
+    unknown = set(doc) - set(_SECTIONS) - {_THRESHOLDS, _TAIL}
     if unknown:
         raise _fail(source, f"unknown section(s): {', '.join(sorted(unknown))}")
     model, inp = _section(doc, "model", source), _section(doc, "input", source)
@@ -177,6 +182,7 @@ def parse_manifest(doc: dict[str, Any], source: str) -> RecognizerManifest:
         notes=str(model.get("notes", "")),
         source=source,
         thresholds=_thresholds(doc, name, sha, source),
+        tail=_tail(doc, name, sha, source),
     )
 
 
@@ -195,6 +201,18 @@ def _thresholds(
         raise _fail(source, exc.message) from None
 
 
+def _tail(doc: dict[str, Any], name: str, sha: str | None, source: str) -> Tail | None:
+    """The manifest's [tail] table: like thresholds, only measured for one pinned file."""
+    if _TAIL not in doc:
+        return None
+    if sha is None:
+        raise _fail(source, "a tail is measured for one file: pin its 'sha256'")
+    try:
+        return parse_tail(name, doc[_TAIL], "[tail]")
+    except ConfigError as exc:
+        raise _fail(source, exc.message) from None
+
+
 def load_manifest(path: Path) -> RecognizerManifest:
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -202,7 +220,11 @@ def load_manifest(path: Path) -> RecognizerManifest:
         raise _fail(str(path), f"cannot be read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise _fail(str(path), f"is not valid TOML ({exc})") from None
-    return parse_manifest(doc, str(path))
+    manifest = parse_manifest(doc, str(path))
+    if manifest.tail is not None and manifest.sha256 is not None:
+        # the templates of these pinned weights carry "<name>@<sha256 prefix>"
+        register_tail(f"{manifest.name}@{manifest.sha256[:12]}", manifest.tail)
+    return manifest
 
 
 def built_in_manifest(name: str) -> RecognizerManifest:
