@@ -472,8 +472,10 @@ alerts.register(app)
 watch.register(app)
 
 from yingyan.cli import models as model_commands  # noqa: E402
+from yingyan.cli import pad  # noqa: E402
 
 model_commands.register(models_app)
+pad.register(eval_app)
 
 if __name__ == "__main__":
     app()
