@@ -1,29 +1,62 @@
 """Exadel's own CompreFace Python SDK against a running `yingyan serve` (a real server process
 with an inference worker process): add faces for two subjects, recognize, verify, detect,
-list and delete, all through the SDK, unchanged."""
+list and delete, all through the SDK, unchanged.
+
+The SDK pins requests-toolbelt 0.9.1 and with it the end-of-life urllib3 1.x, so it lives in an
+environment of its own (`.venv-compreface`, made by `make test`, or YINGYAN_COMPREFACE_PYTHON):
+tests/_compreface_sdk.py makes the SDK calls there and prints the answers, checked here."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from compreface import CompreFace  # type: ignore[import-untyped]
 
 from yingyan.api.compreface import model_scale
 from yingyan.comparison.similarity import GAIN, scale_for, threshold_score_at
 from yingyan.comparison.thresholds import get_threshold
 
 from ._server import Server, running_server
+from .conftest import PROJECT_ROOT, _unavailable
 
 LFW_TUNED = get_threshold("dlib_resnet_v1", "lfw-devtrain").score  # about 1% FMR on LFW
+SDK_SCRIPT = Path(__file__).with_name("_compreface_sdk.py")
 
 pytestmark = pytest.mark.shared
+
+
+def sdk_python() -> Path:
+    """The Python of the SDK's environment; skip (fail under CI=true) when there is none."""
+    given = os.environ.get("YINGYAN_COMPREFACE_PYTHON")
+    python = Path(given) if given else PROJECT_ROOT / ".venv-compreface" / "bin" / "python"
+    if not python.exists():
+        _unavailable(f"no CompreFace SDK environment at {python}: `make install-compreface`")
+    return python
+
+
+def run_sdk(scenario: str, server: Server, key: str, stills: Path) -> dict[str, Any]:
+    """The answers of `scenario` in tests/_compreface_sdk.py, run by the SDK's environment."""
+    host, port = server.url.rsplit(":", 1)
+    plan = {"scenario": scenario, "host": host, "port": port, "key": key, "stills": str(stills)}
+    done = subprocess.run(
+        [str(sdk_python()), str(SDK_SCRIPT)],
+        input=json.dumps(plan),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ | {"PYTHONNOUSERSITE": "1"},
+    )
+    assert done.returncode == 0, f"the CompreFace SDK failed:\n{done.stderr}"
+    answers: dict[str, Any] = json.loads(done.stdout)
+    return answers
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +69,18 @@ def test_serve_announces_where_it_listens_and_the_first_admin_key(server: Server
     assert server.admin.startswith("yy_")
     r = httpx.get(f"{server.url}/api/v1/galleries", headers={"x-api-key": server.admin})
     assert r.status_code == 200 and r.json() == []
+
+
+def test_the_sdk_environment_is_its_own() -> None:
+    """The SDK runs with its own urllib3 1.x; this environment has neither (issue 14)."""
+    probe = "import compreface, urllib3; print(urllib3.__version__)"
+    sdk = subprocess.run(
+        [str(sdk_python()), "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert sdk.stdout.startswith("1."), sdk.stdout
+    import urllib3
+
+    assert int(urllib3.__version__.split(".")[0]) >= 2, urllib3.__version__
 
 
 def test_compreface_sdk_works_unchanged(server: Server, stills: Path) -> None:
@@ -64,64 +109,44 @@ def test_compreface_sdk_works_unchanged(server: Server, stills: Path) -> None:
         check=True,
     )
     key = json.loads(created.stdout)["token"]
+    sdk = run_sdk("unchanged", server, key, stills)
 
-    host, port = server.url.rsplit(":", 1)
-    compre_face = CompreFace(
-        host, port, {"limit": 0, "det_prob_threshold": 0.5, "prediction_count": 2, "status": True}
-    )
-    recognition = compre_face.init_face_recognition(key)
-    faces = recognition.get_face_collection()
-    subjects = recognition.get_subjects()
-
-    assert subjects.add("biden") == {"subject": "biden"}
-    added = {
-        "obama": faces.add(str(stills / "obama.jpg"), "obama"),
-        "biden": faces.add(str(stills / "biden.jpg"), "biden"),
-    }
+    assert sdk["subject_added"] == {"subject": "biden"}
+    added = sdk["added"]
     assert {a["subject"] for a in added.values()} == {"obama", "biden"}
-    assert sorted(subjects.list()["subjects"]) == ["biden", "obama"]
-    listed = faces.list()
+    assert sorted(sdk["subjects"]["subjects"]) == ["biden", "obama"]
+    listed = sdk["faces"]
     assert listed["total_elements"] == 2
     assert {f["image_id"] for f in listed["faces"]} == {a["image_id"] for a in added.values()}
 
-    recognized = recognition.recognize(str(stills / "obama2.jpg"))
+    recognized = sdk["recognized"]
     (face,) = recognized["result"]
     assert face["subjects"][0]["subject"] == "obama"
     assert face["subjects"][0]["similarity"] > face["subjects"][1]["similarity"]
     assert set(face["box"]) == {"probability", "x_max", "y_max", "x_min", "y_min"}
     assert "plugins_versions" in recognized
 
-    two = recognition.recognize(str(stills / "two_people.jpg"))
-    assert len(two["result"]) == 2
+    assert len(sdk["recognized_two"]["result"]) == 2
 
-    verification = compre_face.init_face_verification(key)
-    same = verification.verify(str(stills / "obama.jpg"), str(stills / "obama2.jpg"))
-    other = verification.verify(str(stills / "obama.jpg"), str(stills / "biden.jpg"))
-    s_same = same["result"][0]["face_matches"][0]["similarity"]
-    s_other = other["result"][0]["face_matches"][0]["similarity"]
+    s_same = sdk["verify_same"]["result"][0]["face_matches"][0]["similarity"]
+    s_other = sdk["verify_other"]["result"][0]["face_matches"][0]["similarity"]
     # 0.5 is the strict default (FMR 1e-4 for look-alikes), which this pair does not reach
     assert s_same > s_other and s_other < 0.01
 
-    by_id = faces.verify(str(stills / "obama2.jpg"), added["obama"]["image_id"])
-    assert by_id["result"][0]["similarity"] > s_other
+    assert sdk["verify_by_id"]["result"][0]["similarity"] > s_other
 
-    detection = compre_face.init_face_detection(key)
-    detected = detection.detect(str(stills / "two_people.jpg"), {"face_plugins": "landmarks"})
+    detected = sdk["detected"]
     assert len(detected.get("result", [])) == 2, detected
     assert all(len(f["landmarks"]) == 5 for f in detected["result"])
 
-    assert subjects.update("biden", "joe_biden") == {"updated": True}
-    assert faces.delete(added["obama"]["image_id"]) == {
-        "image_id": added["obama"]["image_id"],
-        "subject": "obama",
-    }
-    assert faces.delete_all("joe_biden") == {"deleted": 1}
-    assert faces.list()["total_elements"] == 0
-    after = recognition.recognize(str(stills / "obama2.jpg"))
-    assert after["result"][0]["subjects"] == []
-    assert subjects.delete("obama") == {"subject": "obama"}
-    assert subjects.delete_all() == {"deleted": 1}  # joe_biden, without faces
-    assert subjects.list() == {"subjects": []}
+    assert sdk["renamed"] == {"updated": True}
+    assert sdk["deleted_face"] == {"image_id": added["obama"]["image_id"], "subject": "obama"}
+    assert sdk["deleted_all_faces"] == {"deleted": 1}
+    assert sdk["faces_after"]["total_elements"] == 0
+    assert sdk["recognized_after"]["result"][0]["subjects"] == []
+    assert sdk["deleted_subject"] == {"subject": "obama"}
+    assert sdk["deleted_all_subjects"] == {"deleted": 1}  # joe_biden, without faces
+    assert sdk["subjects_after"] == {"subjects": []}
 
 
 def test_compreface_errors_use_its_body_shape(server: Server, stills: Path) -> None:
@@ -172,14 +197,7 @@ def test_similarity_is_compreface_scale_and_the_same_in_three_routes(
     accepted him. On the calibrated scale different people score far below 0.5, the same
     person above it, and verify, recognize and faces/{id}/verify give one pair one value."""
     key = _collection_key(server, "scale")
-    host, port = server.url.rsplit(":", 1)
-    compre_face = CompreFace(host, port, {"prediction_count": 2})
-    recognition = compre_face.init_face_recognition(key)
-    faces = recognition.get_face_collection()
-    ids = {
-        name: faces.add(str(stills / f"{name}.jpg"), name)["image_id"]
-        for name in ("obama", "biden")
-    }
+    sdk = run_sdk("scale", server, key, stills)
     other_obama = stills / "knn" / "test" / "obama1.jpg"
 
     impostor = _verify_similarity(server, key, stills / "obama.jpg", stills / "biden.jpg")
@@ -187,11 +205,10 @@ def test_similarity_is_compreface_scale_and_the_same_in_three_routes(
     assert impostor < 0.2, impostor  # well below a client's usual 0.8-0.9
     assert genuine > impostor, genuine  # not above 0.5: the strict default rejects this pair
 
-    (found,) = recognition.recognize(str(other_obama))["result"]
+    (found,) = sdk["recognized"]["result"]
     by_subject = {s["subject"]: s["similarity"] for s in found["subjects"]}
     by_id = {
-        name: faces.verify(str(other_obama), ids[name])["result"][0]["similarity"]
-        for name in ("obama", "biden")
+        name: answer["result"][0]["similarity"] for name, answer in sdk["verify_by_id"].items()
     }
     biden_vs_obama = _verify_similarity(server, key, other_obama, stills / "biden.jpg")
     assert by_subject["obama"] == pytest.approx(genuine, abs=1e-4)

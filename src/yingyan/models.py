@@ -9,6 +9,7 @@ training data (iBUG 300-W) is licensed for non-commercial use only.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -46,13 +47,15 @@ def dlib_model(name: str) -> ModelFile:
     """Locate one of dlib's model files in the installed face_recognition_models package."""
     if name not in _DLIB_FILES:
         raise ModelError(f"unknown dlib model {name!r}")
-    try:
-        import face_recognition_models
-    except ImportError:
+    # Found, not imported: the package's __init__ imports pkg_resources (setuptools), which a
+    # Python 3.12+ venv does not have.
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
         raise ModelError(
             "the face-recognition-models package is not installed (pip install yingyan)"
-        ) from None
-    path = Path(face_recognition_models.__file__).parent / "models" / _DLIB_FILES[name]
+        )
+    package = Path(next(iter(spec.submodule_search_locations)))
+    path = package / "models" / _DLIB_FILES[name]
     if not path.is_file():
         raise ModelError(f"model file missing from face_recognition_models: {path}")
     return ModelFile(name, path)

@@ -211,11 +211,15 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment (and file), with `overrides` on top; invalid values are a
     ConfigError naming each, not a traceback."""
+    from yingyan.extras import check_settings
+
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
             ": ".join(filter(None, (".".join(str(p) for p in e["loc"]), e["msg"])))
             for e in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from None
+    check_settings(settings)  # the extras its database and index need, named if missing
+    return settings

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from yingyan.config import EngineConfig
 from yingyan.errors import ConfigError, YingyanError
@@ -127,7 +128,9 @@ def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except YingyanError as exc:
             stderr.print(
-                f"[red]error[/red] ({exc.code}): {exc.message}", highlight=False, soft_wrap=True
+                f"[red]error[/red] ({exc.code}): {escape(exc.message)}",
+                highlight=False,
+                soft_wrap=True,
             )
             raise typer.Exit(2) from None
         except KeyboardInterrupt:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from yingyan.evaluation.fairness import Curves, FairnessReport
-from yingyan.evaluation.plots import RATE_TICKS, det_plot, probit
+from yingyan.evaluation.plots import RATE_TICKS, det_plot, probit, pyplot
 
 
 def group_plot(curves: dict[str, Curves], out: Path, title: str) -> None:
@@ -19,11 +19,7 @@ def group_plot(curves: dict[str, Curves], out: Path, title: str) -> None:
     if all(gen.size for gen, _ in curves.values()):
         det_plot(curves, out, title)
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
     for group, (_, imp) in curves.items():
         if imp.size:

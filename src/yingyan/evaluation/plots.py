@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from statistics import NormalDist
+from types import ModuleType
 
 import numpy as np
 
 from yingyan.evaluation.metrics import error_curve
+from yingyan.extras import require
 
 RATE_TICKS = [1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5]
 
@@ -18,13 +20,16 @@ def probit(p: np.ndarray) -> np.ndarray:
     return np.array([nd.inv_cdf(float(x)) for x in clipped])
 
 
+def pyplot() -> ModuleType:
+    """matplotlib's pyplot on the file-only Agg backend (MissingExtraError naming the [eval]
+    extra when matplotlib is not installed)."""
+    require("matplotlib", "eval", "plots (DET curves, the fairness report)").use("Agg")
+    return require("matplotlib.pyplot", "eval", "plots (DET curves, the fairness report)")
+
+
 def det_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], out: Path, title: str) -> None:
     """One DET curve per named (genuine, impostor) score set, written as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 6), dpi=120)
     for label, (genuine, impostor) in curves.items():
         c = error_curve(genuine, impostor)

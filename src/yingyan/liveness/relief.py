@@ -25,10 +25,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import least_squares  # type: ignore[import-untyped]
 
+from yingyan.extras import lazy
 from yingyan.liveness.cues import COME_CLOSER, LOOK_AT_CAMERA, STEP_BACK, CueResult
 from yingyan.station.calibration import Rectification
+
+_optimize = lazy("scipy.optimize", "station", "stereo relief")
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -254,7 +256,7 @@ def _refine(
 
     x0 = np.clip(start, np.array(lower) + 1e-9, np.array(upper) - 1e-9)
     try:
-        sol = least_squares(
+        sol = _optimize.least_squares(
             resid,
             x0,
             bounds=(lower, upper),

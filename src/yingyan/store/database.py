@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from yingyan.errors import ConfigError, YingyanError
+from yingyan.extras import require
 from yingyan.privacy.files import private_dir, private_sqlite
 
 MIGRATIONS: Final = Path(__file__).with_name("migrations")
@@ -195,6 +196,8 @@ def database_url(url: str | None, data_dir: Path) -> URL:
 def create_store_engine(url: URL) -> Engine:
     """An engine with the per-backend settings the store relies on (see `_sqlite_connect`)."""
     if url.get_backend_name() != "sqlite":
+        if url.drivername == "postgresql+psycopg":  # else SQLAlchemy's ModuleNotFoundError
+            require("psycopg", "postgres", "a PostgreSQL database")
         # Fail fast on an unreachable server; drop connections the server closed while idle.
         return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
     in_memory = url.database in (None, "", ":memory:")

@@ -24,18 +24,23 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Final, Literal, Protocol, cast
 
-import av
 import numpy as np
-from av.container import InputContainer
-from av.video.stream import VideoStream
 
 from yingyan.errors import ConfigError, ImageError, SourceError
+from yingyan.extras import lazy, require
 from yingyan.io import load_image
 from yingyan.privacy.redaction import redact_url
 from yingyan.types import RGBImage
 from yingyan.video.frames import Frame, SourceStats
+
+if TYPE_CHECKING:
+    import av
+    from av.container import InputContainer
+    from av.video.stream import VideoStream
+else:  # PyAV is the [video] extra: imported when a source is first opened
+    av = lazy("av", "video", "a video source")
 
 SourceKind = Literal["file", "stream", "device", "images"]
 
@@ -48,7 +53,10 @@ RATE_WINDOW_S: Final = 5.0  # input/processed fps are measured over this recent 
 _RATE_SAMPLES: Final = 4096  # bound on the timestamps kept per window
 _REANCHOR_S: Final = 1.0  # a realtime file this far behind its clock re-anchors, not bursts
 MAX_BAD_PACKETS: Final = 25
-_DECODE_ERRORS: Final = (av.FFmpegError, OSError, ValueError, EOFError)
+
+
+def _decode_errors() -> tuple[type[Exception], ...]:
+    return (av.FFmpegError, OSError, ValueError, EOFError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +78,8 @@ class SourceSpec:
     def __post_init__(self) -> None:
         if not self.url:
             raise ConfigError("video source: empty url")
+        require("av", "video", "a video source")  # the [video] extra: decoding and tracking
+        require("scipy.optimize", "video", "the video tracker")
         for name in ("open_timeout_s", "read_timeout_s", "backoff_initial_s", "sequence_fps"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"video source: {name} must be > 0")
@@ -205,7 +215,7 @@ def _open_av(spec: SourceSpec, kind: SourceKind, on_error: Callable[[str], None]
             options=options,
             timeout=timeout,
         )
-    except _DECODE_ERRORS as exc:
+    except _decode_errors() as exc:
         waited = time.monotonic() - started
         if live and waited >= 0.9 * min(spec.open_timeout_s, spec.read_timeout_s):
             raise SourceError(
@@ -452,7 +462,7 @@ class FrameReader:
                 yield frame
         except (av.ExitError, av.TimeoutError):
             return f"no data for {self.spec.read_timeout_s:.1f} s after {count} frames (stalled)"
-        except _DECODE_ERRORS as exc:
+        except _decode_errors() as exc:
             return f"decoding failed after {count} frames: {exc}"
         if self.kind == "file" and session.expected and count < session.expected:
             self._record_error(

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import linear_sum_assignment  # type: ignore[import-untyped]
 
 from yingyan.errors import ConfigError
+from yingyan.extras import lazy
 from yingyan.types import Box, Detection
 
 F64 = npt.NDArray[np.float64]
+_optimize = lazy("scipy.optimize", "video", "the video tracker")  # linear_sum_assignment
 
 # Process and measurement noise relative to the box height (ByteTrack's weights, per second
 # of stream time at ~30 fps: its per-frame weights times sqrt(30)).
@@ -135,7 +136,7 @@ def _assign(
     if not tracks or not dets:
         return [], list(range(len(tracks))), list(range(len(dets)))
     iou = _iou_matrix(tracks, dets)
-    rows, cols = linear_sum_assignment(-iou)
+    rows, cols = _optimize.linear_sum_assignment(-iou)
     pairs = [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= min_iou]
     used_t = {r for r, _ in pairs}
     used_d = {c for _, c in pairs}

@@ -26,15 +26,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final, Literal
-
-import av
-from av.video.stream import VideoStream
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from yingyan.audit.log import AuditRecord, append, check_record
 from yingyan.detection.base import largest
 from yingyan.engine import Engine
 from yingyan.errors import ConfigError, ImageError, ModelMismatchError, NoFaceError, SourceError
+from yingyan.extras import lazy, require
 from yingyan.gallery.service import GalleryService
 from yingyan.models import file_sha256
 from yingyan.store import Database, get_gallery
@@ -48,6 +46,12 @@ from yingyan.watch.threshold import (
     explicit_threshold,
     threshold_for_fpir,
 )
+
+if TYPE_CHECKING:
+    import av
+    from av.video.stream import VideoStream
+else:  # PyAV is the [video] extra
+    av = lazy("av", "video", "a video search")
 
 OPERATION: Final = "video.search"
 MERGE_GAP_S: Final = 2.0  # matching tracks this close (stream seconds) form one span
@@ -318,6 +322,7 @@ def threshold_dict(threshold: WatchThreshold) -> dict[str, Any]:
 def inspect_video(path: Path) -> VideoFile:
     """Hash a video file and check it opens as video, before any work starts (a missing file or
     one that is no video fails the whole search up front, not after an hour)."""
+    require("av", "video", "a video search")  # the missing extra named before anything else
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"no such video file: {path}")

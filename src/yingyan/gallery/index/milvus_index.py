@@ -50,8 +50,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from pymilvus import DataType, MilvusClient
 
+from yingyan.extras import require
 from yingyan.gallery.index.base import (
     Fingerprint,
     IdArray,
@@ -63,6 +63,9 @@ from yingyan.gallery.index.base import (
     check_k,
     check_queries,
 )
+
+require("pymilvus", "milvus", "the Milvus index")  # the [milvus] extra, named, if it is missing
+from pymilvus import DataType, MilvusClient  # noqa: E402
 
 FORMAT = "yingyan-vector-index/1"
 ID_FIELD = "id"
@@ -374,6 +377,8 @@ def split_credentials(uri: str) -> tuple[str, str]:
 
 def _connect(uri: str) -> MilvusClient:
     uri, token = split_credentials(uri)
+    if "://" not in uri:
+        require("milvus_lite", "milvus", "Milvus Lite (a Milvus index in a local file)")
     try:
         return MilvusClient(uri, token=token)
     except Exception as exc:  # pymilvus raises several unrelated types for a failed start
