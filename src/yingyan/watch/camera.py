@@ -18,7 +18,7 @@ from yingyan.engine import Engine
 from yingyan.gallery.factory import engine_config_for, open_gallery_service
 from yingyan.gallery.service import GalleryService
 from yingyan.settings import Settings
-from yingyan.video.crowd import crowd_detector
+from yingyan.video.crowd import crowd_detector, crowd_tiling
 from yingyan.video.frames import Frame
 from yingyan.video.pipeline import CameraPipeline, PipelineSettings, TrackQuery
 from yingyan.video.source import FrameReader, SourceSpec, open_source
@@ -122,13 +122,14 @@ def run_camera(camera_id: str, config: Mapping[str, Any], status: StatusChannel)
     (PipelineSettings fields), engine (EngineConfig overrides), crowd (tiling, regions and
     motion gate for small faces: `video.crowd.crowd_tiling`; absent = whole frames)."""
     settings = Settings(**config["settings"])
+    crowd_tiling(config.get("crowd"))  # bad settings fail here, before anything is opened
     service = open_gallery_service(settings)
     try:
         matcher = WatchMatcher(service, config["session"])
         # Track templates of the watchlists' model; a migration of a watchlist ends this worker
         # (ModelChangedError from the search) and its restart takes the new model.
         engine = Engine(video_engine_config(settings, config.get("engine"), matcher.model))
-        detector = camera_detector(engine, config.get("crowd"))  # bad settings fail here
+        detector = camera_detector(engine, config.get("crowd"))
         run = CameraRun()
         pipeline = CameraPipeline(
             engine,
