@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import delete, event, insert, select, text, update
 from typer.testing import CliRunner
 
 from yingyan.audit import (
@@ -330,6 +330,35 @@ def test_concurrent_appends_give_a_gapless_verified_chain(db: Database) -> None:
     for t in range(threads):
         mine = [e.details["i"] for e in log if e.actor == f"thread-{t}"]
         assert mine == list(range(each))  # each thread's appends in its own order
+
+
+def test_a_first_append_committed_between_two_reads_is_not_tampering(db: Database) -> None:
+    """The interleaving that once failed CI: one transaction reads no head, then another
+    transaction's first append commits, then the first counts entries (READ COMMITTED shows
+    it a newer snapshot). Made real with two connections: the other append runs and commits
+    just before the first one's count reaches the server."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's first append holds the write lock: no such interleaving")
+    fired: list[bool] = []
+
+    def before_execute(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if not fired and "count(" in statement.lower() and "audit_log" in statement:
+            fired.append(True)
+            other = threading.Thread(target=lambda: fill(db, 1))
+            other.start()
+            other.join()
+
+    with db.session() as s:
+        connection = s.connection()
+        event.listen(connection, "before_cursor_execute", before_execute)
+        try:
+            append(s, record(2), at=NOW + timedelta(minutes=2))
+        finally:
+            event.remove(connection, "before_cursor_execute", before_execute)
+    assert fired == [True]  # the other append did commit between the two reads
+    assert problems(db) == []
+    with db.read() as s:
+        assert [e.seq for e in entries(s, limit=10)] == [1, 2]
 
 
 # -- CLI ---------------------------------------------------------------------------------------

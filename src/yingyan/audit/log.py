@@ -328,7 +328,13 @@ def _locked_head(session: Session) -> AuditHeadRow:
     head = _select_head(session)
     if head is not None:
         return head
+    # Under READ COMMITTED each statement sees a newer snapshot: a first append committed after
+    # the head was read shows its entry to the count. Read the head again, after the count:
+    # only a head still missing then (entries without one) is tampering.
     if session.scalar(select(func.count()).select_from(AuditEntryRow)):
+        head = _select_head(session)
+        if head is not None:
+            return head
         raise AuditIntegrityError(
             "the audit log has entries but no head row: it was tampered with; "
             "run `yingyan audit verify`"
