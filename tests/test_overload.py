@@ -9,13 +9,16 @@ import asyncio
 import json
 import re
 import socket
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from yingyan.access.keys import create_key
+from yingyan.api.app import INITIAL_KEY_FILE, create_app
 from yingyan.api.backpressure import job_limit
 from yingyan.api.errors import ApiError
 from yingyan.api.inference import InferencePool
@@ -55,6 +58,45 @@ def test_a_full_pool_refuses_at_once_instead_of_queueing(stills: Path) -> None:
     assert all(e.code == "overloaded" and e.retry_after == 1 for e in refused)
     assert pool.peak_admitted == 2 and pool.overloaded == 4
     assert after == 1
+
+
+def test_a_full_pool_refuses_before_reading_the_body(tmp_path: Path, stills: Path) -> None:
+    """The place in the pool is taken when a request arrives: with the one place held, a
+    request whose body is not even valid multipart is refused 503 (had the body been read
+    first it would be a 4xx about the body). A verify's two images share one place: with
+    max_queued_jobs=1 it is served, not refused by its own second image."""
+    settings = Settings(data_dir=tmp_path, workers=0, max_queued_jobs=1)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        admin = {"x-api-key": (tmp_path / INITIAL_KEY_FILE).read_text().strip()}
+        pool = client.app.state.yingyan.inference  # type: ignore[attr-defined]
+        broken = {"content-type": "multipart/form-data; boundary=x", **admin}
+        holding, release = threading.Event(), threading.Event()
+
+        def other_request() -> None:  # its own thread: its own context, as a request has
+            with pool.admission():
+                holding.set()
+                release.wait(60)
+
+        holder = threading.Thread(target=other_request)
+        holder.start()
+        try:
+            assert holding.wait(60)
+            r = client.post("/api/v1/detect", content=b"not multipart at all", headers=broken)
+        finally:
+            release.set()
+            holder.join()
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "overloaded" and r.headers["retry-after"] == "1"
+        r = client.post("/api/v1/detect", content=b"not multipart at all", headers=broken)
+        assert 400 <= r.status_code < 500 and r.status_code != 429, r.text  # now it is read
+        image = (stills / "obama.jpg").read_bytes()
+        files = {
+            "probe": ("a.jpg", image, "image/jpeg"),
+            "reference": ("b.jpg", image, "image/jpeg"),
+        }
+        r = client.post("/api/v1/verify", files=files, headers=admin)
+        assert r.status_code == 200 and r.json()["match"] is True, r.text
+        assert pool.admitted == 0 and pool.peak_admitted == 1
 
 
 def test_bounds_come_from_the_settings() -> None:

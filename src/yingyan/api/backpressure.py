@@ -25,7 +25,7 @@ refusals since its last entry, so that a flood does not become a flood of audit 
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Annotated, Final
 
 from fastapi import Depends, FastAPI, Request
@@ -130,6 +130,18 @@ async def rate_limit(
 
 
 PER_KEY: Final = [Depends(rate_limit)]  # `include_router(..., dependencies=PER_KEY)`
+
+
+async def hold_admission(state: Annotated[AppState, Depends(get_state)]) -> AsyncIterator[None]:
+    """Dependency of the routes that receive images: their place in the inference pool is
+    taken when the request arrives, before its body is read, so under overload a refusal
+    (503) costs neither the upload's parsing nor its memory; the jobs of the request then
+    run in that one place."""
+    with state.inference.admission():
+        yield
+
+
+ADMITTED: Final = [Depends(hold_admission)]  # `@router.post(..., dependencies=ADMITTED)`
 
 
 class LoadCollector(Collector):

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session
 
 from yingyan.access.keys import ApiKey
+from yingyan.api.backpressure import ADMITTED
 from yingyan.api.errors import ApiError
 from yingyan.api.images import image_body, read_images
 from yingyan.api.routes.biometrics import candidates_detail
@@ -190,7 +191,7 @@ def _versions(state: AppState) -> dict[str, str]:
 # -- recognition: faces ------------------------------------------------------------------------
 
 
-@router.post(f"{RECOGNITION}/faces", openapi_extra=image_body("file"))
+@router.post(f"{RECOGNITION}/faces", dependencies=ADMITTED, openapi_extra=image_body("file"))
 async def add_face(
     request: Request,
     state: State,
@@ -328,7 +329,11 @@ async def delete_faces(
     return [{"image_id": str(t), "subject": subject} for t, subject in erased]
 
 
-@router.post(RECOGNITION + "/faces/{image_id}/verify", openapi_extra=image_body("file"))
+@router.post(
+    RECOGNITION + "/faces/{image_id}/verify",
+    dependencies=ADMITTED,
+    openapi_extra=image_body("file"),
+)
 async def verify_with_face(
     image_id: str,
     request: Request,
@@ -387,7 +392,7 @@ async def verify_with_face(
 # -- recognition: recognize --------------------------------------------------------------------
 
 
-@router.post(f"{RECOGNITION}/recognize", openapi_extra=image_body("file"))
+@router.post(f"{RECOGNITION}/recognize", dependencies=ADMITTED, openapi_extra=image_body("file"))
 async def recognize(
     request: Request,
     state: State,
@@ -532,7 +537,9 @@ async def delete_all_subjects(
 
 
 @router.post(
-    "/api/v1/verification/verify", openapi_extra=image_body("source_image", "target_image")
+    "/api/v1/verification/verify",
+    dependencies=ADMITTED,
+    openapi_extra=image_body("source_image", "target_image"),
 )
 async def verify(
     request: Request,
@@ -578,7 +585,7 @@ async def verify(
     return {"result": [result]}
 
 
-@router.post("/api/v1/detection/detect", openapi_extra=image_body("file"))
+@router.post("/api/v1/detection/detect", dependencies=ADMITTED, openapi_extra=image_body("file"))
 async def detect(
     request: Request,
     state: State,

@@ -27,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
@@ -42,6 +44,9 @@ from yingyan.gallery.factory import EnginesByModel
 from yingyan.types import Face, ModelId
 
 T = TypeVar("T")
+# Set while a request holds an admission (taken when it arrived, before its body was read):
+# its jobs run without being admitted again, so a two-image verify counts once.
+_holds_admission: ContextVar[bool] = ContextVar("holds_admission", default=False)
 log = logging.getLogger("yingyan.api")
 ATTEMPTS = 2  # a job whose pool broke is run once more on the replacement
 RETRY_AFTER_S = 1  # told to a request refused for a full pool: a slot frees within a job's time
@@ -81,12 +86,11 @@ def _info() -> EngineInfo:
     return EngineInfo(engine.model_id, engine.describe(), models)
 
 
-def _faces(data: bytes, embed: bool, max_faces: int, policy: str, model: str | None) -> list[Face]:
+def _faces(data: bytes, embed: bool, max_faces: int, policy: str, engine: Engine) -> list[Face]:
     """Decode, detect, refuse too many faces before embedding any, then align/assess/embed
-    with the engine of `model` (None: the main one).
+    with `engine`.
 
     policy: "all" (every face), "largest" (one), "single" (exactly one, else an error)."""
-    engine = _worker_engine(model)
     image = engine.load(data)
     detections = engine.detect(image)
     if len(detections) > max_faces:
@@ -100,6 +104,10 @@ def _faces(data: bytes, embed: bool, max_faces: int, policy: str, model: str | N
         assert chosen is not None
         detections = [chosen]
     return engine.faces(image, detections, embed=embed)
+
+
+def _with_engine(job: Callable[[Engine], T], model: str | None) -> T:
+    return job(_worker_engine(model))
 
 
 class InferencePool:
@@ -177,10 +185,29 @@ class InferencePool:
         """The image's faces, embedded by the engine of `model` (a gallery's: its probes must
         be of its model) or the main one. ApiError `overloaded` at once if the pool has
         `max_jobs` jobs already."""
+        return await self.call(partial(_faces, data, embed, self.max_faces, policy), model)
+
+    async def call(self, job: Callable[[Engine], T], model: str | None = None) -> T:
+        """`job(engine)` in a worker, with the engine of `model` (None: the main one), under
+        the same admission as `faces`. `job` must pickle: a module-level function or a
+        partial of one."""
+        with self.admission():
+            return await self._run(partial(_with_engine, job, model))
+
+    @contextmanager
+    def admission(self) -> Iterator[None]:
+        """Hold one of the pool's `max_jobs` places (ApiError `overloaded` when none is free)
+        for the block; nested holds in the same request take no second place. Routes that
+        receive images take it before reading the body, so a refusal costs no parsing."""
+        if _holds_admission.get():
+            yield
+            return
         self._admit()
+        token = _holds_admission.set(True)
         try:
-            return await self._run(partial(_faces, data, embed, self.max_faces, policy, model))
+            yield
         finally:
+            _holds_admission.reset(token)
             self.admitted -= 1
 
     def _admit(self) -> None:

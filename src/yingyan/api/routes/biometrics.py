@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 
 from yingyan.access.keys import ApiKey
+from yingyan.api.backpressure import ADMITTED
 from yingyan.api.errors import ApiError
 from yingyan.api.images import image_body, read_images
 from yingyan.api.schemas import (
@@ -38,7 +39,9 @@ CaseReference = Annotated[
 ]
 
 
-@router.post("/detect", response_model=DetectOut, openapi_extra=image_body("image"))
+@router.post(
+    "/detect", response_model=DetectOut, dependencies=ADMITTED, openapi_extra=image_body("image")
+)
 async def detect(
     request: Request,
     state: State,
@@ -92,6 +95,7 @@ def _verdict(score: float, t: Threshold, model: str, probe: Face, **reference: A
 @router.post(
     "/verify",
     response_model=VerifyOut,
+    dependencies=ADMITTED,
     openapi_extra=image_body("probe", "reference", description="two images of one face each"),
 )
 async def verify(
@@ -129,6 +133,7 @@ async def verify(
     "/galleries/{gallery}/subjects/{subject}/verify",
     response_model=VerifyOut,
     tags=["subjects"],
+    dependencies=ADMITTED,
     openapi_extra=image_body("probe", description="one image of one face"),
 )
 async def verify_subject(
@@ -216,6 +221,7 @@ async def _justified(
     "/galleries/{gallery}/identify",
     response_model=IdentifyOut,
     tags=["subjects"],
+    dependencies=ADMITTED,
     openapi_extra=image_body("probe", description="an image with one or more faces"),
 )
 async def identify(

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from yingyan.access.keys import ApiKey
+from yingyan.api.backpressure import ADMITTED
 from yingyan.api.errors import ApiError
 from yingyan.api.images import image_body, read_images
 from yingyan.api.schemas import (
@@ -174,6 +175,7 @@ async def erase(
     "/subjects/{subject}/faces",
     status_code=201,
     response_model=EnrollOut,
+    dependencies=ADMITTED,
     openapi_extra=image_body("image", description="the face to enrol"),
 )
 async def enroll(
