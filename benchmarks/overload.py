@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -88,6 +89,51 @@ def rss_kib(root: int) -> tuple[int, int]:
     while more := {p for p, pp in parent.items() if pp in ours} - ours:
         ours |= more
     return rss.get(root, 0), sum(rss.get(p, 0) for p in ours)
+
+
+def cpu_seconds(root: int) -> tuple[float, float, float]:
+    """CPU seconds used so far (user + system, from /proc) by the server process `root`, by
+    its descendants (the inference workers), and by this process (the load generator)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid = int(entry.name)
+        parent[pid] = int(fields[1])
+        used[pid] = (int(fields[11]) + int(fields[12])) / tick
+    ours = {root}
+    while more := {p for p, pp in parent.items() if pp in ours} - ours:
+        ours |= more
+    workers = sum(used.get(p, 0.0) for p in ours - {root})
+    me = os.times()
+    return used.get(root, 0.0), workers, me.user + me.system
+
+
+class CpuMeter:
+    """CPU cores each party used over a phase: `start()`, then `stop(label)`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.rows: list[str] = []
+        self._t0 = 0.0
+        self._c0 = (0.0, 0.0, 0.0)
+
+    def start(self) -> None:
+        self._t0, self._c0 = time.perf_counter(), cpu_seconds(self.pid)
+
+    def stop(self, label: str) -> None:
+        seconds = time.perf_counter() - self._t0
+        server, workers, me = (b - a for a, b in zip(self._c0, cpu_seconds(self.pid), strict=True))
+        self.rows.append(
+            f"  {label}: workers {workers / seconds:.2f}, server process {server / seconds:.2f}, "
+            f"load generator {me / seconds:.2f} cores"
+        )
 
 
 class MemorySampler(threading.Thread):
@@ -412,6 +458,8 @@ def main() -> None:
             time.sleep(2)  # idle samples
             with OtherLoad() as other:
                 sampler.mark("capacity")
+                cpu = CpuMeter(proc.pid)
+                cpu.start()
                 capacity = asyncio.run(
                     closed_loop(
                         port, requests, args.concurrency, args.warmup, args.capacity_seconds
@@ -422,13 +470,16 @@ def main() -> None:
                     raise SystemExit(
                         f"no request succeeded in the capacity phase: {capacity.statuses}"
                     )
+                cpu.stop("capacity")
                 sampler.mark("overload")
+                cpu.start()
                 connections = max(1, round(args.factor * args.concurrency))
                 overload = asyncio.run(
                     open_loop(
                         port, requests, args.factor * cap_rps, connections, args.overload_seconds
                     )
                 )
+                cpu.stop("overload")
                 sampler.mark("capacity after")
                 again = asyncio.run(
                     closed_loop(
@@ -478,6 +529,8 @@ def main() -> None:
         f"{(cap_rps + again.accepted_rps) / 2:.2f} req/s): "
         f"{2 * overload.accepted_rps / (cap_rps + again.accepted_rps):.0%}",
         f"pool: most jobs admitted at once {peak} (bound {bound})",
+        "CPU used per phase (warm-up included):",
+        *cpu.rows,
         "server memory (VmRSS, server process / with its workers): "
         + "; ".join(f"{phase} {mib(s)} / {mib(t)}" for phase, (s, t) in sampler.peak.items())
         + " (idle: before any request; others: the largest in the phase)",
