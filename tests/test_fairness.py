@@ -105,11 +105,22 @@ def test_labels_csv(tmp_path: Path) -> None:
         read_dataset("faces", tmp_path)
 
 
+@pytest.fixture(scope="module")
+def utkface_acquired(utkface_root: Path) -> dict[Path, Acquired]:
+    """The 2,000 UTKFace images acquired once with the default engine, shared by the tests
+    that need all of them (each half is a subset)."""
+    images = read_dataset("utkface", utkface_root)
+    acquired = acquire_all(images, EngineConfig(), show_progress=False)
+    return {im.path: a for im, a in zip(images, acquired, strict=True)}
+
+
 @pytest.mark.slow
-def test_utkface_baseline_shows_the_differential(tmp_path: Path, utkface_root: Path) -> None:
+def test_utkface_baseline_shows_the_differential(
+    tmp_path: Path, utkface_root: Path, utkface_acquired: dict[Path, Acquired]
+) -> None:
     images = read_dataset("utkface", utkface_root)
     assert len(images) == 2000 and len({im.group for im in images}) == 8
-    acquired = acquire_all(images, EngineConfig(), show_progress=False)
+    acquired = [utkface_acquired[im.path] for im in images]
     report, curves = build_report("utkface", images, acquired, replicates=50)
     d = report.differentials[0]
     print(f"UTKFace FMR@1e-3 worst/best {d.ratio:.1f}x ({d.worst} / {d.best})")
@@ -137,7 +148,9 @@ def test_worst_group_threshold_holds_for_every_group() -> None:
 
 
 @pytest.mark.slow
-def test_mitigation_fitted_on_one_half_narrows_the_other(utkface_root: Path) -> None:
+def test_mitigation_fitted_on_one_half_narrows_the_other(
+    utkface_root: Path, utkface_acquired: dict[Path, Acquired]
+) -> None:
     """Both normalisations fitted on half 0 (no labels used), evaluated on half 1."""
     from yingyan.calibration import fit_cohort_profile, fit_profile
 
@@ -145,7 +158,7 @@ def test_mitigation_fitted_on_one_half_narrows_the_other(utkface_root: Path) -> 
     images = {h: read_dataset("utkface", utkface_root, h) for h in (0, 1)}
     assert not {im.path for im in images[0]} & {im.path for im in images[1]}
     for h in (0, 1):
-        acquired[h] = acquire_all(images[h], EngineConfig(), show_progress=False)
+        acquired[h] = [utkface_acquired[im.path] for im in images[h]]
     reference = np.stack([a.vector for a in acquired[0] if a.vector is not None])
     clusters = fit_profile(reference, model="dlib", name="utk-half0", clusters=40)
     cohort = fit_cohort_profile(reference, model="dlib", name="utk-half0", top_k=50)

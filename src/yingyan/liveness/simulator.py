@@ -18,7 +18,11 @@ V-folded, a small photo held close, phone / tablet / monitor replays (glass: not
 an NIR second camera there is no face to match in camera 2) and a photo printed for NIR (carbon
 ink: the face shows in NIR at a grey the attacker chooses). A 3D mask is out of scope.
 
-Rendering is flat-shaded triangles lit by the illuminator (intensity = gain·albedo·cosθ/d²,
+`simulate_scene` also returns the `Scene` (the person and the pose of their face or of the sheet
+carrying their photo) for renderers: `liveness.render` draws both cameras' images from it with a
+real face photo as texture.
+
+Rendering here is flat-shaded triangles lit by the illuminator (intensity = gain·albedo·cosθ/d²,
 plus ambient NIR), with skin and paper albedos from published ranges at 850 nm; it models no
 subsurface scattering, specular highlights, motion blur or auto-exposure.
 """
@@ -212,12 +216,35 @@ def mean_face() -> MeanFace:
     )
 
 
-def random_face(rng: np.random.Generator) -> tuple[FloatArray, float]:
-    """One person's face points (m, face frame) and their interocular distance (m)."""
-    layout = _layout()
+@dataclass(frozen=True, slots=True, eq=False)
+class Person:
+    """One person's face: the mean face's layout scaled to their interocular distance and
+    aspect, its relief and nose depth, and a few smooth bumps (cx, cy, amplitude, sigma; mm)."""
+
+    iod_mm: float
+    aspect: float
+    relief: float
+    nose: float
+    bumps: FloatArray  # (4, 4)
+
+    def points(self, layout: FloatArray) -> FloatArray:
+        """Face-frame points (m) of layout positions (mm, the mean face's frontal layout,
+        which must end with its five landmarks: the pupils set z = 0)."""
+        k = self.iod_mm / IOD_MEAN_MM
+        scaled = layout * np.array([k, k * self.aspect])
+        out: FloatArray = _face_mm(scaled, self.relief, self.nose, self.bumps) / 1000.0
+        return out
+
+    @property
+    def iod(self) -> float:
+        """Interocular distance, m."""
+        return self.iod_mm / 1000.0
+
+
+def random_person(rng: np.random.Generator) -> Person:
+    """One person drawn from the population (the draws `random_face` has always made)."""
     iod = float(np.clip(rng.normal(IOD_MEAN_MM, IOD_SD_MM), 52, 74))
     aspect = 1 + rng.normal(0, 0.04)
-    scaled = layout * np.array([iod / IOD_MEAN_MM, iod / IOD_MEAN_MM * aspect])
     bumps = np.stack(
         [
             rng.uniform(-60, 60, 4),
@@ -227,10 +254,15 @@ def random_face(rng: np.random.Generator) -> tuple[FloatArray, float]:
         ],
         axis=1,
     )
-    pts = _face_mm(
-        scaled, relief=1 + rng.normal(0, 0.08), nose=1 + rng.normal(0, 0.12), bumps=bumps
-    )
-    return pts / 1000.0, iod / 1000.0
+    relief = 1 + rng.normal(0, 0.08)
+    nose = 1 + rng.normal(0, 0.12)
+    return Person(iod, float(aspect), float(relief), float(nose), bumps)
+
+
+def random_face(rng: np.random.Generator) -> tuple[FloatArray, float]:
+    """One person's face points (m, face frame) and their interocular distance (m)."""
+    person = random_person(rng)
+    return person.points(_layout()), person.iod
 
 
 # --- attack surfaces ------------------------------------------------------------------------
@@ -302,6 +334,35 @@ def _attack_params(species: Species, rng: np.random.Generator) -> dict[str, floa
 # --- the simulator --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Scene:
+    """Where a presentation sits, for renderers: the person, and the pose that takes their face
+    (bona fide) or the sheet carrying their photo (an attack) into camera 1's frame."""
+
+    species: Species
+    person: Person
+    params: Mapping[str, float]
+    rotation: FloatArray  # (3, 3) object -> camera 1
+    offset: FloatArray  # (3,) m
+    photo_rotation: FloatArray  # (3, 3) the face's small pose in the photo (attacks)
+
+    def face_to_camera(self, face: FloatArray) -> FloatArray:
+        """Face-frame points (m) of a bona fide face -> camera 1's frame."""
+        out: FloatArray = face @ self.rotation.T + self.offset
+        return out
+
+    def photo_uv(self, face: FloatArray) -> FloatArray:
+        """Face-frame points (m) -> where the photo shows them on the sheet (m)."""
+        out: FloatArray = (face @ self.photo_rotation.T)[:, :2] * self.params.get("scale", 1.0)
+        return out
+
+    def sheet_to_camera(self, uv: FloatArray) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+        """Sheet positions (m) -> camera 1's frame, bent or folded as the species says, and
+        whether each faces the cameras (a tightly bent sheet turns away at its edges)."""
+        obj, visible = _sheet(uv, self.species, dict(self.params))
+        return obj @ self.rotation.T + self.offset, visible
+
+
 def simulate(
     species: Species,
     rng: np.random.Generator,
@@ -312,12 +373,26 @@ def simulate(
 ) -> Sample:
     """One presentation of `species`; `distance` (m) is where the face appears to be (drawn
     uniformly in the rig's working range when None); `overrides` fix attack parameters."""
+    return simulate_scene(species, rng, rig, config, distance, overrides)[0]
+
+
+def simulate_scene(
+    species: Species,
+    rng: np.random.Generator,
+    rig: StereoCalibration | None = None,
+    config: SimulatorConfig = SimulatorConfig(),
+    distance: float | None = None,
+    overrides: Mapping[str, float] | None = None,
+) -> tuple[Sample, Scene]:
+    """`simulate`, and the scene behind the sample (same draws from `rng`)."""
     rig = rig or default_rig()
     near, far = rig.working_range
     apparent = float(rng.uniform(near, far)) if distance is None else float(distance)
-    face, iod = random_face(rng)
+    person = random_person(rng)
+    face, iod = person.points(_layout()), person.iod
     mf = mean_face()
     params: dict[str, float]
+    photo_rot = np.eye(3)
     if species is Species.BONA_FIDE:
         params = {
             "yaw": rng.uniform(-15, 15),
@@ -371,7 +446,7 @@ def simulate(
         ambient = float(rng.uniform(0, config.ambient_max))
         nir, nir_off = _render(rig, pts, visible, albedo, mf.triangles, ambient, config, rng)
         extra["ambient"] = ambient
-    return Sample(
+    sample = Sample(
         species,
         MappingProxyType(params),
         float(z_obj),
@@ -385,6 +460,8 @@ def simulate(
         nir_off,
         MappingProxyType(extra),
     )
+    frozen = MappingProxyType(dict(params))
+    return sample, Scene(species, person, frozen, rot, offset, photo_rot)
 
 
 def simulate_many(
