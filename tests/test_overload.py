@@ -63,7 +63,8 @@ def test_a_full_pool_refuses_at_once_instead_of_queueing(stills: Path) -> None:
 def test_a_full_pool_refuses_before_reading_the_body(tmp_path: Path, stills: Path) -> None:
     """The place in the pool is taken when a request arrives: with the one place held, a
     request whose body is not even valid multipart is refused 503 (had the body been read
-    first it would be a 4xx about the body). A verify's two images share one place: with
+    first it would be a 4xx about the body), and so is one with an unknown key (had the key
+    been looked up first, a 401). A verify's two images share one place: with
     max_queued_jobs=1 it is served, not refused by its own second image."""
     settings = Settings(data_dir=tmp_path, workers=0, max_queued_jobs=1)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
@@ -82,11 +83,15 @@ def test_a_full_pool_refuses_before_reading_the_body(tmp_path: Path, stills: Pat
         try:
             assert holding.wait(60)
             r = client.post("/api/v1/detect", content=b"not multipart at all", headers=broken)
+            # Refused before the key is even looked up: the cheapest refusal there is.
+            stranger = client.post("/api/v1/detect", headers={"x-api-key": "nope"})
         finally:
             release.set()
             holder.join()
         assert r.status_code == 503, r.text
         assert r.json()["error"]["code"] == "overloaded" and r.headers["retry-after"] == "1"
+        assert stranger.status_code == 503, stranger.text
+        assert client.post("/api/v1/detect", headers={"x-api-key": "nope"}).status_code == 401
         r = client.post("/api/v1/detect", content=b"not multipart at all", headers=broken)
         assert 400 <= r.status_code < 500 and r.status_code != 429, r.text  # now it is read
         image = (stills / "obama.jpg").read_bytes()

@@ -33,7 +33,16 @@ from yingyan.api.observability import (
     ObservabilityMiddleware,
     configure_logging,
 )
-from yingyan.api.routes import alerts, audit, biometrics, galleries, subjects, system, watch
+from yingyan.api.routes import (
+    alerts,
+    audit,
+    biometrics,
+    galleries,
+    stations,
+    subjects,
+    system,
+    watch,
+)
 from yingyan.api.security import current_key
 from yingyan.api.state import AppState
 from yingyan.audit.log import AuditRecord, append
@@ -284,10 +293,13 @@ def create_app(settings: Settings | None = None, announce: Announce | None = Non
     errors.install(app)
     backpressure.install(app, settings, metrics)
     app.include_router(system.router)  # /health, /ready: no key; /metrics: not rate-limited
-    for module in (galleries, subjects, biometrics, audit, watch, alerts, compreface):
+    modules = (galleries, subjects, biometrics, stations, audit, watch, alerts, compreface)
+    for module in modules:
         app.include_router(module.router, dependencies=backpressure.PER_KEY)  # keys' rate limits
     schemas.install_links(app)  # OpenAPI links: create → read, change, delete
     # The last added runs first: the access log and metrics see the body limit's 413s too.
+    routes = [route for module in modules for route in module.router.routes]  # no prefixes
+    app.add_middleware(backpressure.AdmissionMiddleware, routes=routes)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     return app

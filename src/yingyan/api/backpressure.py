@@ -29,14 +29,17 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Annotated, Final
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.routing import APIRoute
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from yingyan.access.keys import ApiKey
-from yingyan.api.errors import ApiError
+from yingyan.api.errors import ApiError, error_response, status_of
 from yingyan.api.inference import InferencePool
 from yingyan.api.observability import Metrics
 from yingyan.api.security import current_key
@@ -142,6 +145,51 @@ async def hold_admission(state: Annotated[AppState, Depends(get_state)]) -> Asyn
 
 
 ADMITTED: Final = [Depends(hold_admission)]  # `@router.post(..., dependencies=ADMITTED)`
+
+
+def _admitting(route: BaseRoute) -> bool:
+    return isinstance(route, APIRoute) and any(
+        d.dependency is hold_admission for d in route.dependencies
+    )
+
+
+class AdmissionMiddleware:
+    """Takes the place of a request for an image route (one with `ADMITTED`) before anything
+    else runs: under overload the refusal then costs no key lookup (a database read in a
+    thread), no rate-limit check and no body, only this. Refusing before authenticating
+    tells a stranger only that the service is busy. The route's own dependency finds the place
+    held and takes no second one."""
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self._routes = [r for r in routes if _admitting(r)]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = getattr(scope.get("app"), "state", None)
+        yingyan = getattr(state, "yingyan", None)
+        if scope["type"] != "http" or not isinstance(yingyan, AppState) or not self._wants(scope):
+            await self.app(scope, receive, send)
+            return
+        try:
+            admission = yingyan.inference.admission()
+            admission.__enter__()
+        except ApiError as refused:
+            response = error_response(
+                Request(scope),
+                status_of(refused.code),
+                refused.code,
+                refused.message,
+                retry_after=refused.retry_after,
+            )
+            await response(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            admission.__exit__(None, None, None)
+
+    def _wants(self, scope: Scope) -> bool:
+        return any(r.matches(scope)[0] is Match.FULL for r in self._routes)
 
 
 class LoadCollector(Collector):
