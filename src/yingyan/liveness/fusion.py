@@ -173,18 +173,7 @@ class PadPolicy:
                     f"{', '.join(cues)}; fit one with fit_policy on this station's captures"
                 )
         kept = tuple(c for c in self.alternatives if set(c.cues) < set(cues))
-        return replace(
-            self,
-            gates=gates,
-            cues=combo.cues if combo else (),
-            means=combo.means if combo else (),
-            stds=combo.stds if combo else (),
-            weights=combo.weights if combo else (),
-            bias=combo.bias if combo else 0.0,
-            threshold=combo.threshold if combo else 0.0,
-            fit_bpcer=combo.fit_bpcer if combo else math.nan,
-            alternatives=kept,
-        )
+        return replace(self, gates=gates, alternatives=kept, **_combination_fields(combo))
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = _json_safe(
@@ -404,26 +393,37 @@ def fit_policy(
     main = combos[0] if combos else None
     body = dict(
         gates=gates,
-        cues=main.cues if main else (),
-        means=main.means if main else (),
-        stds=main.stds if main else (),
-        weights=main.weights if main else (),
-        bias=main.bias if main else 0.0,
-        threshold=main.threshold if main else 0.0,
         target_bpcer=target_bpcer,
         window=window,
         min_frames=min_frames,
         fitted_on=fitted_on,
-        fit_bpcer=main.fit_bpcer if main else math.nan,
         clip=clip,
         alternatives=tuple(combos[1:]),
+        **_combination_fields(main),
     )
-    policy = PadPolicy(version=version or "unversioned", **body)  # type: ignore[arg-type]
+    policy = PadPolicy(version=version or "unversioned", **body)
     if version is None:  # content-addressed: the same fit gives the same version
         content = {k: v for k, v in policy.as_dict().items() if k != "version"}
         digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
         policy = replace(policy, version=f"pad-{digest[:12]}")
     return policy
+
+
+def _combination_fields(combo: Combination | None) -> dict[str, Any]:
+    """The policy's fields that hold its main combination (none: gates alone)."""
+    if combo is None:
+        return dict(
+            cues=(), means=(), stds=(), weights=(), bias=0.0, threshold=0.0, fit_bpcer=math.nan
+        )
+    return dict(
+        cues=combo.cues,
+        means=combo.means,
+        stds=combo.stds,
+        weights=combo.weights,
+        bias=combo.bias,
+        threshold=combo.threshold,
+        fit_bpcer=combo.fit_bpcer,
+    )
 
 
 def _gated_scores(
