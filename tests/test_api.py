@@ -51,6 +51,7 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("POST", "/api/v1/galleries/{gallery}/identify"): "identify",
     ("POST", "/api/v1/detect"): "detect",
     ("POST", "/api/v1/verify"): "verify",
+    ("POST", "/api/v1/stations/{station}/attempts"): "verify",
     ("GET", "/api/v1/audit"): "audit:read",
     ("GET", "/api/v1/audit/verify"): "audit:read",
     ("POST", "/api/v1/recognition/faces"): "faces:enroll",
@@ -188,6 +189,7 @@ def _concrete(path: str, gallery: str = "main") -> str:
         .replace("{session}", "nobody")
         .replace("{camera}", "nobody")
         .replace("{alert_id}", "1")
+        .replace("{station}", "nobody")
         .replace("/alerts/stream", "/alerts/stream?timeout_s=0.1")  # else it never ends
     )
 

@@ -58,6 +58,10 @@ SEARCHES = {
     ("POST", "/api/v1/recognition/faces/{image_id}/verify"),
     ("POST", "/api/v1/verification/verify"),
     ("POST", "/api/v1/detection/detect"),
+    # A station attempt stores nothing unless its profile says `store = true` (no station is
+    # configured here); that template and its audit entry share one unit of work in
+    # api/routes/stations.py, tested in tests/test_station_kiosk.py.
+    ("POST", "/api/v1/stations/{station}/attempts"),
 }
 
 

@@ -129,7 +129,17 @@ class Settings(BaseSettings):
     # under the secret in `webhook_secret_file` (at least 16 bytes; see watch/delivery.py).
     webhook_url: str | None = None
     webhook_secret_file: Path | None = None
+    # Face stations (issue 12): one station profile (TOML) or a folder of them, `<name>.toml`
+    # each, served at /api/v1/stations/{name}/attempts (see station/profile.py).
+    stations: Path | None = None
     settings_file: Path | None = None
+
+    @field_validator("stations")
+    @classmethod
+    def _stations_exist(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.exists():
+            raise ValueError(f"no station profile or folder at {value}")
+        return value
 
     @field_validator("detector")
     @classmethod

@@ -477,5 +477,9 @@ from yingyan.cli import pad  # noqa: E402
 model_commands.register(models_app)
 pad.register(eval_app)
 
+from yingyan.cli import station  # noqa: E402
+
+station.register(app)
+
 if __name__ == "__main__":
     app()
