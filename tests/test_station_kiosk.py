@@ -258,7 +258,7 @@ def test_a_bent_print_is_refused_with_its_reason_and_audited_without_images(
     assert pad["verdict"] == "attack" and pad["decided_by"]
     assert body["reasons"] == [pad["reason"]]
     failed = [c for f in body["frames"] for c in f["cues"] if c["decision"] == "fail"]
-    assert {c["cue"] for c in failed} & {"relief", "distance", "nir", "epipolar"}, body
+    assert {c["cue"] for c in failed} & {"relief", "distance", "nir", "nir_face", "epipolar"}, body
     assert pad["reason"] in {c["reason"] for c in failed}  # the refusing cue's own words
     assert kiosk.counts() == before
 
@@ -317,7 +317,7 @@ def test_a_phone_replay_is_refused_by_the_nir_camera(kiosk: Kiosk) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["outcome"] == "attack", body
-    assert "nir" in body["pad"]["decided_by"], body["pad"]
+    assert {"nir", "nir_face"} & set(body["pad"]["decided_by"]), body["pad"]
 
 
 def test_an_id_photo_in_the_request_is_compared_one_to_one(kiosk: Kiosk, live: Rendered) -> None:

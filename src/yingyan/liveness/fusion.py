@@ -46,6 +46,7 @@ from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
+from importlib.resources import files
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
@@ -700,3 +701,11 @@ def default_policy() -> PadPolicy:
     """The shipped policy, fitted on the station simulator (say so: the figures it rests on
     are simulated); needs no model file and no scipy."""
     return _parse(_DEFAULT, "the default PAD policy")
+
+
+def rendered_policy() -> PadPolicy:
+    """The shipped policy for a station analysing images (`station.analysis`): fitted on
+    rendered RGB + NIR pairs of real face photos (benchmarks/pad_rendered.py --fit-policy),
+    so its thresholds are those of image-level cues, not of the point simulator's."""
+    source = files("yingyan.liveness") / "policies" / "rendered_rgb_nir.json"
+    return PadPolicy.from_dict(json.loads(source.read_text()), "rendered_rgb_nir.json")

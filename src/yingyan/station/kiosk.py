@@ -209,11 +209,17 @@ def open_station(profile: StationProfile, engine: Engine | None = None) -> Stati
 
 
 def station_policy(profile: StationProfile) -> PadPolicy:
-    """The profile's PAD policy (its file or the shipped one) restricted to the station's cues,
-    with the profile's multi-frame rule; ConfigError when it cannot decide within max_frames."""
-    from yingyan.liveness.fusion import default_policy
+    """The profile's PAD policy (its file or a shipped one) restricted to the station's cues,
+    with the profile's multi-frame rule; ConfigError when it cannot decide within max_frames.
 
-    policy = PadPolicy.load(profile.policy_path) if profile.policy_path else default_policy()
+    Shipped: an RGB + NIR station gets the policy fitted on rendered image pairs (its cues are
+    image-level ones); the others the point simulator's, the only one fitted for them."""
+    from yingyan.liveness.fusion import default_policy, rendered_policy
+
+    if profile.policy_path:
+        policy = PadPolicy.load(profile.policy_path)
+    else:
+        policy = rendered_policy() if profile.cameras == "rgb+nir" else default_policy()
     policy = policy.for_cues(_station_cues(profile))
     if profile.pad_window is not None or profile.pad_min_frames is not None:
         window = profile.pad_window or max(policy.window, profile.pad_min_frames or 1)

@@ -22,7 +22,7 @@ read from the profile's own folder; every problem is a ConfigError naming the fi
     min_inter_eye_px = 30
 
     [pad]
-    policy = "pad-policy.json"          # optional: liveness.fusion.default_policy()
+    policy = "pad-policy.json"          # optional: rendered_policy() (rgb+nir) / default_policy()
     window = 3                          # optional: the frames decided together (the policy's)...
     min_frames = 2                      # ...and how many must respond; every cue, the texture
                                         # cue included, is judged per frame, then fused over them
@@ -172,7 +172,7 @@ class StationProfile:
             "detector": str(self.yunet_model) if self.yunet_model else "the engine's YuNet",
             "quality": {"min_score": self.min_quality, "min_inter_eye_px": self.min_inter_eye_px},
             "pad": {
-                "policy": str(self.policy_path) if self.policy_path else "built-in default",
+                "policy": str(self.policy_path) if self.policy_path else "shipped",
                 "window": self.pad_window,
                 "min_frames": self.pad_min_frames,
                 "texture": None
