@@ -82,7 +82,10 @@ class _Handler(SimpleHTTPRequestHandler):
             self.wfile.flush()
             self.release.wait(STALL_S)
             return
-        super().do_GET()
+        # A client that refuses a file part-way (over its pinned size) hangs up: without this
+        # the server thread prints a BrokenPipe traceback into whatever stderr is current.
+        with contextlib.suppress(ConnectionError):
+            super().do_GET()
 
     def log_message(self, format: str, *args: object) -> None:
         pass
