@@ -56,11 +56,12 @@ from typing import Any, cast
 import cv2
 import numpy as np
 
+from pad_simulated import Outcome, single, windowed  # the same fused rules as the simulator's
 from yingyan import load_image
 from yingyan.config import EngineConfig
 from yingyan.detection import make_detector
 from yingyan.liveness.cues import CueResult, Decision
-from yingyan.liveness.fusion import PadPolicy, PadWindow, Verdict, fit_policy, judge_frame
+from yingyan.liveness.fusion import PadPolicy, Verdict, fit_policy, judge_frame
 from yingyan.liveness.render import RenderConfig, is_frontal, photo_landmarks, render_pair
 from yingyan.liveness.simulator import ATTACKS, Species, default_rig
 from yingyan.liveness.texture import TextureConfig, TextureCue
@@ -400,32 +401,6 @@ def choose(fitted: Sequence[Candidate]) -> Candidate:
             "measurement set's one-frame BPCER, so its measured figures are optimistic"
         )
     return chosen
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    verdict: Verdict
-    decided_by: tuple[str, ...]
-    frames: int = 1  # frames fed before the decision
-
-
-def single(policy: PadPolicy, pres: Sequence[list[Frame]]) -> list[Outcome]:
-    return [Outcome(v.verdict, v.decided_by) for v in (judge_frame(p[0], policy) for p in pres)]
-
-
-def windowed(policy: PadPolicy, pres: Sequence[list[Frame]]) -> list[Outcome]:
-    """Frames fed one by one until the window decides (a kiosk stops there) or they run out."""
-    out = []
-    for p in pres:
-        window = PadWindow(policy)
-        fed = 0
-        for frame in p:
-            d = window.add(judge_frame(frame, policy))
-            fed += 1
-            if d.final:
-                break
-        out.append(Outcome(d.verdict, d.decided_by, fed))
-    return out
 
 
 def rates(outcomes: Sequence[Outcome]) -> tuple[float, float, float]:

@@ -319,7 +319,7 @@ def presentations(
     return out
 
 
-def single(policy: PadPolicy, pres: list[list[list[CueResult]]]) -> list[Outcome]:
+def single(policy: PadPolicy, pres: Sequence[Sequence[Sequence[CueResult]]]) -> list[Outcome]:
     out = []
     for p in pres:
         v = judge_frame(p[0], policy)
@@ -327,7 +327,7 @@ def single(policy: PadPolicy, pres: list[list[list[CueResult]]]) -> list[Outcome
     return out
 
 
-def windowed(policy: PadPolicy, pres: list[list[list[CueResult]]]) -> list[Outcome]:
+def windowed(policy: PadPolicy, pres: Sequence[Sequence[Sequence[CueResult]]]) -> list[Outcome]:
     """Frames fed one by one until the window decides (a kiosk stops there) or they run out."""
     out = []
     for p in pres:

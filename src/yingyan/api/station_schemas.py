@@ -84,18 +84,7 @@ class StationVerificationOut(BaseModel):
 
     @classmethod
     def of(cls, v: VerificationOut) -> StationVerificationOut:
-        return cls(
-            target=v.target,
-            score=v.score,
-            threshold=v.threshold,
-            threshold_name=v.threshold_name,
-            threshold_source=v.threshold_source,
-            match=v.match,
-            model=v.model,
-            gallery=v.gallery,
-            subject=v.subject,
-            template_id=v.template_id,
-        )
+        return cls.model_validate(v, from_attributes=True)  # the same fields, by name
 
 
 class AttemptOut(BaseModel):
